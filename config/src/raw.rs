@@ -1,0 +1,114 @@
+//! The host file as serde sees it: unknown keys are refused, values keep their spans so that
+//! validation can point at them.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHost {
+    #[serde(default)]
+    pub host: RawHostSection,
+    #[serde(default)]
+    pub boot: RawBoot,
+    #[serde(default)]
+    pub kernel: RawKernel,
+    #[serde(default)]
+    pub mounts: RawMounts,
+    #[serde(default)]
+    pub image: RawImage,
+    #[serde(default, rename = "service")]
+    pub services: Vec<RawService>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHostSection {
+    pub hostname: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawAction {
+    Poweroff,
+    Reboot,
+    Halt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum RawRestart {
+    Never,
+    OnFailure,
+    Always,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBoot {
+    pub failure_action: Option<RawAction>,
+    pub shutdown_timeout: Option<Spanned<i64>>,
+    pub cmdline: Option<Vec<Spanned<String>>>,
+}
+
+/// A sysctl value may be written as a TOML string or integer.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawSysctlValue {
+    Int(i64),
+    Str(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKernel {
+    pub modules: Option<Vec<Spanned<String>>>,
+    pub sysctl_baseline: Option<bool>,
+    pub lock_modules: Option<bool>,
+    pub sysctl: Option<BTreeMap<Spanned<String>, Spanned<RawSysctlValue>>>,
+}
+
+/// A size is a number of bytes or a string such as `"64M"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawSize {
+    Bytes(i64),
+    Text(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMounts {
+    pub run_size: Option<Spanned<RawSize>>,
+    pub tmp_size: Option<Spanned<RawSize>>,
+    pub var_size: Option<Spanned<RawSize>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawImage {
+    pub kernel: Option<Spanned<String>>,
+    pub modules: Option<Spanned<String>>,
+    #[serde(default)]
+    pub files: Vec<RawImageFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawImageFile {
+    pub source: Spanned<String>,
+    pub target: Spanned<String>,
+    pub mode: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawService {
+    pub name: Spanned<String>,
+    pub exec: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub env: BTreeMap<Spanned<String>, Spanned<String>>,
+    pub restart: Option<RawRestart>,
+    pub on_exit: Option<RawAction>,
+}

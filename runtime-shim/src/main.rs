@@ -1,0 +1,5 @@
+//! rampart-runc entry point.
+fn main() {
+    eprintln!("rampart-runc: not implemented yet");
+    std::process::exit(1);
+}
