@@ -1,0 +1,517 @@
+//! The boot sequence of PID 1.
+//!
+//! [`run`] is the whole program. Started as `/init` (the kernel's argv[0] for an initramfs)
+//! it is stage 0 ([`crate::switchroot`]), which moves to a read-only tmpfs root and execs
+//! `/sbin/init`: stage 1, which runs the steps of [`STAGE1`] in order and then serves events
+//! forever. The sequence is data, so it is documented and tested as such:
+//!
+//! | step | what it does |
+//! |---|---|
+//! | `signals` | block the signals PID 1 handles (before any fork) |
+//! | `sanitise` | close every fd above 2, clear the environment, `PATH`, umask 022, `chdir /` |
+//! | `config` | load `/etc/rampart/host.toml` |
+//! | `mount` | mount the base table ([`crate::mount`]) |
+//! | `logging` | make fds 0-2 valid, log to `/dev/kmsg` too (best effort, never fatal) |
+//! | `modules` | load `/etc/rampart/modules` with `finit_module` ([`crate::kmod`]) |
+//! | `sysctl` | apply the sysctl baseline and overrides ([`crate::sysctl`]) |
+//! | `lock-modules` | `kernel.modules_disabled=1` when `kernel.lock_modules` |
+//! | `hostname` | `sethostname` |
+//! | `cgroups` | enable controllers, move PID 1 into a leaf ([`crate::cgroup`]) |
+//! | `service-cgroups` | create one cgroup per service |
+//! | `services` | start every service, print `rampart-init: services started at <s>s` |
+//!
+//! The config is loaded before mounting because the tmpfs sizes come from it; it is a plain
+//! file on the read-only root, so reading it needs no mount. Every failure ends in
+//! [`shutdown::fatal`] with the step's name: boot fails closed, no service starts, and the
+//! failure action is the config's (`poweroff` until the config is loaded).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::stat::Mode;
+use nix::sys::time::TimeSpec;
+use rampart_config::{Action, ConfigError, HostConfig};
+
+use crate::cgroup::{self, CgroupError};
+use crate::event::{self, EventError};
+use crate::kmod::{self, KmodError};
+use crate::log;
+use crate::mount::{self, MountError};
+use crate::shutdown::{self, ShutdownContext};
+use crate::supervisor::{self, Supervisor, SupervisorError};
+use crate::switchroot;
+use crate::sysctl::{self, SysctlError};
+
+/// The host config inside the image.
+pub const CONFIG_PATH: &str = rampart_config::IMAGE_CONFIG_PATH;
+/// The ordered boot module list inside the image.
+pub const MODULES_PATH: &str = rampart_config::IMAGE_MODULES_PATH;
+/// Where sysctls live.
+pub const PROC_SYS: &str = "/proc/sys";
+/// The cgroup2 mount of the base table.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// The root the base table is mounted under.
+pub const ROOT: &str = "/";
+/// `PATH` of PID 1 itself.
+pub const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+/// The umask of PID 1.
+pub const UMASK: u32 = 0o022;
+/// The argv[0] the kernel gives the initramfs's init: stage 0.
+pub const STAGE0_ARGV0: &str = "/init";
+/// The failure action until the config is loaded.
+pub const EARLY_FAILURE_ACTION: Action = Action::Poweroff;
+/// The shutdown timeout until the config is loaded.
+pub const EARLY_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One step of stage 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Block the signals PID 1 handles.
+    Signals,
+    /// Close stray fds, reset the environment, umask and working directory.
+    Sanitise,
+    /// Load the host config.
+    Config,
+    /// Mount the base table.
+    Mount,
+    /// Console fds and kmsg logging.
+    Logging,
+    /// Load the boot modules.
+    Modules,
+    /// Apply the sysctls.
+    Sysctl,
+    /// Disable module loading when configured.
+    LockModules,
+    /// Set the host name.
+    Hostname,
+    /// Set up the cgroup hierarchy.
+    Cgroups,
+    /// Create one cgroup per service.
+    ServiceCgroups,
+    /// Start the services.
+    Services,
+}
+
+impl Step {
+    /// The step's name as printed in `rampart-init: fatal: <step>: <error>`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Signals => "signals",
+            Step::Sanitise => "sanitise",
+            Step::Config => "config",
+            Step::Mount => "mount",
+            Step::Logging => "logging",
+            Step::Modules => "modules",
+            Step::Sysctl => "sysctl",
+            Step::LockModules => "lock-modules",
+            Step::Hostname => "hostname",
+            Step::Cgroups => "cgroups",
+            Step::ServiceCgroups => "service-cgroups",
+            Step::Services => "services",
+        }
+    }
+}
+
+/// The stage 1 sequence, in order.
+pub const STAGE1: &[Step] = &[
+    Step::Signals,
+    Step::Sanitise,
+    Step::Config,
+    Step::Mount,
+    Step::Logging,
+    Step::Modules,
+    Step::Sysctl,
+    Step::LockModules,
+    Step::Hostname,
+    Step::Cgroups,
+    Step::ServiceCgroups,
+    Step::Services,
+];
+
+/// Errors of the boot steps; the step itself is named by [`Step::name`].
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// Blocking signals failed.
+    #[error(transparent)]
+    Signals(#[from] EventError),
+    /// Closing inherited descriptors failed.
+    #[error("close inherited descriptors: {source}")]
+    CloseFds {
+        /// The errno of `close_range`.
+        source: Errno,
+    },
+    /// `chdir` failed.
+    #[error("chdir {}: {source}", path.display())]
+    Chdir {
+        /// The directory.
+        path: PathBuf,
+        /// The errno.
+        source: Errno,
+    },
+    /// The host config is missing or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A step that needs the config ran before it was loaded (a bug in [`STAGE1`]).
+    #[error("the host config is not loaded yet")]
+    NoConfig,
+    /// Mounting the base table failed.
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    /// Loading a module failed.
+    #[error(transparent)]
+    Modules(#[from] KmodError),
+    /// Setting a sysctl failed.
+    #[error(transparent)]
+    Sysctl(#[from] SysctlError),
+    /// `sethostname` failed.
+    #[error("set hostname {name:?}: {source}")]
+    Hostname {
+        /// The host name.
+        name: String,
+        /// The errno.
+        source: Errno,
+    },
+    /// The cgroup setup failed.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    /// Starting a service failed.
+    #[error(transparent)]
+    Services(#[from] SupervisorError),
+    /// The sequence ended without a supervisor (a bug in [`STAGE1`]).
+    #[error("the sequence ended before the services step")]
+    NotStarted,
+}
+
+/// Whether argv[0] makes this stage 0.
+#[must_use]
+pub fn is_stage0(argv0: Option<&std::ffi::OsStr>) -> bool {
+    argv0.is_some_and(|a| a == STAGE0_ARGV0)
+}
+
+/// The console line printed once every service was spawned, from `CLOCK_BOOTTIME`:
+/// `services started at 2.345s` (without the `rampart-init: ` prefix).
+#[must_use]
+pub fn services_started_line(boottime: TimeSpec) -> String {
+    let millis = boottime.tv_nsec() / 1_000_000;
+    format!("services started at {}.{millis:03}s", boottime.tv_sec())
+}
+
+/// The shutdown context before the config is loaded: nothing mounted, power off on failure.
+#[must_use]
+pub fn early_context() -> ShutdownContext {
+    ShutdownContext {
+        mounts: Vec::new(),
+        root: PathBuf::from(ROOT),
+        timeout: EARLY_SHUTDOWN_TIMEOUT,
+        failure_action: EARLY_FAILURE_ACTION,
+    }
+}
+
+/// The whole program: stage 0 or stage 1 depending on argv[0]. Never returns.
+pub fn run() -> ! {
+    if nix::unistd::getpid().as_raw() != 1 {
+        // Acceptable only because this process is NOT PID 1: exiting PID 1 panics the kernel,
+        // and nothing below this check ever exits.
+        eprintln!(
+            "usage: rampart-init is the init (PID 1) of a rampart image; the kernel starts it \
+             as /init from the initramfs. It takes no arguments and cannot run as pid {}.",
+            nix::unistd::getpid()
+        );
+        std::process::exit(2);
+    }
+    let argv0 = std::env::args_os().next();
+    if is_stage0(argv0.as_deref()) {
+        let err = match switchroot::stage0() {
+            Ok(never) => match never {},
+            Err(err) => err,
+        };
+        shutdown::fatal("switchroot", &err, &early_context());
+    }
+    stage1()
+}
+
+/// The state carried from one stage 1 step to the next.
+struct Boot {
+    cfg: Option<HostConfig>,
+    ctx: ShutdownContext,
+    sup: Option<Supervisor>,
+}
+
+fn stage1() -> ! {
+    let mut boot = Boot {
+        cfg: None,
+        ctx: early_context(),
+        sup: None,
+    };
+    for step in STAGE1 {
+        if let Err(err) = boot.execute(*step) {
+            boot.fail(*step, &err);
+        }
+    }
+    match boot.sup {
+        Some(sup) => event::serve(sup, boot.ctx),
+        None => shutdown::fatal(Step::Services.name(), &BootError::NotStarted, &boot.ctx),
+    }
+}
+
+impl Boot {
+    fn fail(&mut self, step: Step, err: &BootError) -> ! {
+        match self.sup.as_mut() {
+            Some(sup) => shutdown::fatal_after_start(step.name(), err, &self.ctx, sup),
+            None => shutdown::fatal(step.name(), err, &self.ctx),
+        }
+    }
+
+    fn cfg(&self) -> Result<&HostConfig, BootError> {
+        self.cfg.as_ref().ok_or(BootError::NoConfig)
+    }
+
+    fn execute(&mut self, step: Step) -> Result<(), BootError> {
+        match step {
+            Step::Signals => event::block_signals()?,
+            Step::Sanitise => sanitise()?,
+            Step::Config => {
+                let cfg = rampart_config::load(Path::new(CONFIG_PATH))?;
+                self.ctx.failure_action = cfg.boot.failure_action;
+                self.ctx.timeout = cfg.boot.shutdown_timeout;
+                self.cfg = Some(cfg);
+            }
+            Step::Mount => {
+                let plan = mount::plan(self.cfg()?);
+                // Recorded before mounting, so a failure half-way unmounts what was mounted.
+                self.ctx.mounts = plan.clone();
+                mount::apply(&plan, Path::new(ROOT))?;
+            }
+            Step::Logging => open_logging(),
+            Step::Modules => {
+                let modules = kmod::read_list(Path::new(MODULES_PATH))?;
+                if modules.is_empty() && !self.cfg()?.kernel.modules.is_empty() {
+                    tracing::warn!("the config names modules but {MODULES_PATH} lists none");
+                }
+                let report = kmod::load_all(&modules)?;
+                tracing::info!(
+                    "modules: {} loaded, {} already present",
+                    report.loaded.len(),
+                    report.present.len()
+                );
+            }
+            Step::Sysctl => {
+                let plan = sysctl::plan(self.cfg()?);
+                let report = sysctl::apply(&plan, Path::new(PROC_SYS))?;
+                tracing::info!(
+                    "sysctl: {} set, {} missing on this kernel",
+                    report.applied.len(),
+                    report.missing.len()
+                );
+            }
+            Step::LockModules => {
+                if self.cfg()?.kernel.lock_modules {
+                    sysctl::apply(&[sysctl::lock_modules_setting()], Path::new(PROC_SYS))?;
+                    tracing::info!("module loading disabled");
+                }
+            }
+            Step::Hostname => {
+                let name = &self.cfg()?.host.hostname;
+                nix::unistd::sethostname(name).map_err(|source| BootError::Hostname {
+                    name: name.clone(),
+                    source,
+                })?;
+            }
+            Step::Cgroups => {
+                let plan = cgroup::plan(Path::new(CGROUP_ROOT), std::process::id());
+                cgroup::apply(&plan)?;
+            }
+            Step::ServiceCgroups => {
+                for service in &self.cfg()?.services {
+                    cgroup::create_service_cgroup(Path::new(CGROUP_ROOT), service.name.as_str())?;
+                }
+            }
+            Step::Services => {
+                let plans = supervisor::plan(self.cfg()?, Path::new(CGROUP_ROOT));
+                let sup = self.sup.insert(Supervisor::new(plans));
+                sup.start_all()?;
+                let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+                    .unwrap_or_else(|_| TimeSpec::new(0, 0));
+                log::console(&services_started_line(now));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Closes every descriptor above 2, resets the environment to `PATH` only, sets umask 022
+/// and changes to `/`.
+fn sanitise() -> Result<(), BootError> {
+    close_fds_above_stderr()?;
+    for (key, _) in std::env::vars_os() {
+        std::env::remove_var(key);
+    }
+    std::env::set_var("PATH", PATH);
+    nix::sys::stat::umask(Mode::from_bits_truncate(UMASK));
+    nix::unistd::chdir(ROOT).map_err(|source| BootError::Chdir {
+        path: PathBuf::from(ROOT),
+        source,
+    })
+}
+
+fn close_fds_above_stderr() -> Result<(), BootError> {
+    // SAFETY: close_range takes no pointers. It closes descriptors 3 and up, none of which is
+    // owned by a Rust object at this point: this runs first thing in PID 1, before it opens
+    // anything (stage 0 opens nothing that survives its execve).
+    let result = unsafe { libc::close_range(3, libc::c_uint::MAX, 0) };
+    if result == 0 {
+        return Ok(());
+    }
+    match Errno::last() {
+        // Kernels before 5.9: close them one by one.
+        Errno::ENOSYS => {
+            for fd in 3..65_536 {
+                // SAFETY: as above; closing an unused descriptor only returns EBADF.
+                unsafe { libc::close(fd) };
+            }
+            Ok(())
+        }
+        source => Err(BootError::CloseFds { source }),
+    }
+}
+
+/// Makes fds 0-2 valid (on the fresh `/dev`) and adds `/dev/kmsg` to logging. Never fatal.
+fn open_logging() {
+    if let Err(err) = log::ensure_std_fds(Path::new(log::CONSOLE)) {
+        tracing::warn!("open {}: {err}", log::CONSOLE);
+    }
+    if let Err(err) = log::attach_kmsg(Path::new(log::KMSG)) {
+        tracing::warn!("open {}: {err}; logging to the console only", log::KMSG);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    fn position(step: Step) -> usize {
+        STAGE1.iter().position(|s| *s == step).unwrap()
+    }
+
+    #[test]
+    fn every_step_runs_once() {
+        let all = [
+            Step::Signals,
+            Step::Sanitise,
+            Step::Config,
+            Step::Mount,
+            Step::Logging,
+            Step::Modules,
+            Step::Sysctl,
+            Step::LockModules,
+            Step::Hostname,
+            Step::Cgroups,
+            Step::ServiceCgroups,
+            Step::Services,
+        ];
+        assert_eq!(STAGE1.len(), all.len());
+        for step in all {
+            assert_eq!(STAGE1.iter().filter(|s| **s == step).count(), 1, "{step:?}");
+        }
+        let mut names: Vec<&str> = STAGE1.iter().map(|s| s.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), STAGE1.len());
+    }
+
+    #[test]
+    fn ordering_constraints() {
+        // (earlier, later, why)
+        let constraints = [
+            (
+                Step::Signals,
+                Step::Sanitise,
+                "signals are blocked first of all",
+            ),
+            (
+                Step::Config,
+                Step::Mount,
+                "tmpfs sizes come from the config",
+            ),
+            (Step::Mount, Step::Logging, "/dev/kmsg is on devtmpfs"),
+            (Step::Mount, Step::Modules, "modules need /proc and /sys"),
+            (Step::Modules, Step::Sysctl, "modules add sysctl keys"),
+            (
+                Step::Sysctl,
+                Step::LockModules,
+                "modules_disabled is the final kernel step",
+            ),
+            (Step::Modules, Step::LockModules, "lock only after loading"),
+            (Step::Mount, Step::Cgroups, "cgroup2 is in the base table"),
+            (
+                Step::Cgroups,
+                Step::ServiceCgroups,
+                "services/ is created by the cgroup setup",
+            ),
+            (
+                Step::ServiceCgroups,
+                Step::Services,
+                "services start in their cgroup",
+            ),
+        ];
+        for (earlier, later, why) in constraints {
+            assert!(position(earlier) < position(later), "{why}");
+        }
+        assert_eq!(STAGE1.first(), Some(&Step::Signals));
+        assert_eq!(STAGE1.last(), Some(&Step::Services));
+    }
+
+    #[test]
+    fn stage0_is_recognised_by_argv0() {
+        let cases = [
+            (Some("/init"), true),
+            (Some("/sbin/init"), false),
+            (Some("init"), false),
+            (None, false),
+        ];
+        for (argv0, want) in cases {
+            assert_eq!(is_stage0(argv0.map(OsStr::new)), want, "{argv0:?}");
+        }
+    }
+
+    #[test]
+    fn services_started_line_has_three_decimals() {
+        let cases = [
+            (TimeSpec::new(2, 345_678_901), "services started at 2.345s"),
+            (TimeSpec::new(0, 5_000_000), "services started at 0.005s"),
+            (TimeSpec::new(12, 0), "services started at 12.000s"),
+        ];
+        for (ts, want) in cases {
+            assert_eq!(services_started_line(ts), want);
+        }
+        assert_eq!(
+            log::console_record(&services_started_line(TimeSpec::new(3, 100_000_000))),
+            "rampart-init: services started at 3.100s\n"
+        );
+    }
+
+    #[test]
+    fn early_failures_power_off() {
+        let ctx = early_context();
+        assert_eq!(ctx.failure_action, Action::Poweroff);
+        assert!(ctx.mounts.is_empty());
+        assert_eq!(ctx.root, PathBuf::from("/"));
+    }
+
+    #[test]
+    fn step_errors_keep_the_inner_message() {
+        let err = BootError::from(SysctlError::Write {
+            key: "kernel.kptr_restrict".into(),
+            value: "2".into(),
+            path: PathBuf::from("/proc/sys/kernel/kptr_restrict"),
+            source: Errno::EPERM,
+        });
+        assert_eq!(
+            err.to_string(),
+            "set kernel.kptr_restrict=2: EPERM: Operation not permitted"
+        );
+    }
+}
