@@ -213,7 +213,7 @@ pub const BASE_TABLE: &[BaseMount] = &[
         "tmpfs",
         NOSUID_NODEV_NOEXEC,
         "mode=1777",
-        SizeLimit::None,
+        SizeLimit::Tmp,
     ),
     row(
         "run",
@@ -515,7 +515,7 @@ mod tests {
             "/dev/shm",
             "tmpfs",
             "rw,nosuid,nodev,noexec,relatime",
-            "mode=1777",
+            "mode=1777,size=134217728",
         ),
         (
             "/run",
