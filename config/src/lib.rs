@@ -8,6 +8,7 @@
 
 mod error;
 mod raw;
+pub mod policy;
 pub mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, Problem};
+pub use policy::ContainerPolicy;
 pub use types::{Action, Hostname, ModuleName, Restart, ServiceName, Size, SysctlKey, SysctlValue};
 
 use error::LineIndex;
@@ -44,6 +46,8 @@ pub struct HostConfig {
     pub image: Image,
     /// `[[service]]`, in file order.
     pub services: Vec<Service>,
+    /// `[container_policy]`: what `rampart-runc` holds every container to.
+    pub container_policy: ContainerPolicy,
 }
 
 /// `[host]`: identity.
@@ -223,6 +227,7 @@ impl Validator<'_> {
         let mounts = self.mounts(raw.mounts);
         let image = self.image(raw.image, base);
         let services = self.services(raw.services);
+        let container_policy = self.container_policy(raw.container_policy);
         HostConfig {
             host: Host { hostname },
             boot,
@@ -230,6 +235,7 @@ impl Validator<'_> {
             mounts,
             image,
             services,
+            container_policy,
         }
     }
 

@@ -20,6 +20,8 @@ pub(crate) struct RawHost {
     pub image: RawImage,
     #[serde(default, rename = "service")]
     pub services: Vec<RawService>,
+    #[serde(default)]
+    pub container_policy: crate::policy::RawContainerPolicy,
 }
 
 #[derive(Debug, Default, Deserialize)]
