@@ -7,6 +7,7 @@
 //! read hosts through this crate. Every key is documented in `docs/config.md`.
 
 mod error;
+pub mod firewall;
 mod raw;
 pub mod policy;
 pub mod types;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, Problem};
+pub use firewall::Firewall;
 pub use policy::ContainerPolicy;
 pub use types::{Action, Hostname, ModuleName, Restart, ServiceName, Size, SysctlKey, SysctlValue};
 
@@ -46,6 +48,8 @@ pub struct HostConfig {
     pub image: Image,
     /// `[[service]]`, in file order.
     pub services: Vec<Service>,
+    /// `[firewall]`: the nftables policy.
+    pub firewall: Firewall,
     /// `[container_policy]`: what `rampart-runc` holds every container to.
     pub container_policy: ContainerPolicy,
 }
@@ -227,6 +231,7 @@ impl Validator<'_> {
         let mounts = self.mounts(raw.mounts);
         let image = self.image(raw.image, base);
         let services = self.services(raw.services);
+        let firewall = self.firewall(raw.firewall);
         let container_policy = self.container_policy(raw.container_policy);
         HostConfig {
             host: Host { hostname },
@@ -235,6 +240,7 @@ impl Validator<'_> {
             mounts,
             image,
             services,
+            firewall,
             container_policy,
         }
     }

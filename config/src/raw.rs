@@ -21,6 +21,8 @@ pub(crate) struct RawHost {
     #[serde(default, rename = "service")]
     pub services: Vec<RawService>,
     #[serde(default)]
+    pub firewall: crate::firewall::RawFirewall,
+    #[serde(default)]
     pub container_policy: crate::policy::RawContainerPolicy,
 }
 
