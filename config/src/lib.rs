@@ -8,8 +8,9 @@
 
 mod error;
 pub mod firewall;
-mod raw;
 pub mod policy;
+mod raw;
+pub mod service;
 pub mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,10 +21,13 @@ use std::time::Duration;
 pub use error::{ConfigError, Problem};
 pub use firewall::Firewall;
 pub use policy::ContainerPolicy;
+pub use service::{
+    BackoffConfig, Capability, Landlock, Limits, Namespace, Readiness, SeccompProfile, Service,
+};
 pub use types::{Action, Hostname, ModuleName, Restart, ServiceName, Size, SysctlKey, SysctlValue};
 
 use error::LineIndex;
-use raw::{RawAction, RawRestart, RawSize, RawSysctlValue};
+use raw::{RawAction, RawSize, RawSysctlValue};
 use toml::Spanned;
 
 /// The kernel command line used when `[boot] cmdline` is not given.
@@ -116,21 +120,6 @@ pub struct ImageFile {
     pub target: PathBuf,
     /// Its mode in the image; the source's mode when absent.
     pub mode: Option<u32>,
-}
-
-/// One `[[service]]`.
-#[derive(Debug, Clone)]
-pub struct Service {
-    /// Unique name; also the name of its cgroup.
-    pub name: ServiceName,
-    /// The argv; `exec[0]` is an absolute path.
-    pub exec: Vec<String>,
-    /// Environment variables.
-    pub env: BTreeMap<String, String>,
-    /// Restart policy.
-    pub restart: Restart,
-    /// The action PID 1 takes when this service exits.
-    pub on_exit: Option<Action>,
 }
 
 /// Reads and validates a host file. Relative paths in `[image]` are resolved against its folder.
@@ -441,104 +430,6 @@ impl Validator<'_> {
             modules,
             files,
         }
-    }
-
-    fn services(&mut self, raw: Vec<raw::RawService>) -> Vec<Service> {
-        let mut names = BTreeSet::new();
-        let mut out = Vec::new();
-        for (i, s) in raw.into_iter().enumerate() {
-            let prefix = format!("service[{i}]");
-            let name = self
-                .check(&format!("{prefix}.name"), &s.name, |v| {
-                    ServiceName::try_from(v)
-                })
-                .and_then(|n| {
-                    if names.insert(n.clone()) {
-                        Some(n)
-                    } else {
-                        self.report(
-                            format!("{prefix}.name"),
-                            s.name.span(),
-                            format!("service `{n}` is defined twice"),
-                        );
-                        None
-                    }
-                });
-            let mut exec_ok = true;
-            let exec: Vec<String> = s
-                .exec
-                .get_ref()
-                .iter()
-                .map(|a| a.get_ref().clone())
-                .collect();
-            match s.exec.get_ref().first() {
-                None => {
-                    self.report(
-                        format!("{prefix}.exec"),
-                        s.exec.span(),
-                        "must name a program (a non-empty list)",
-                    );
-                    exec_ok = false;
-                }
-                Some(first) if !first.get_ref().starts_with('/') => {
-                    self.report(
-                        format!("{prefix}.exec[0]"),
-                        first.span(),
-                        format!(
-                            "`{}` must be an absolute path (PID 1 searches no PATH)",
-                            first.get_ref()
-                        ),
-                    );
-                    exec_ok = false;
-                }
-                Some(_) => {}
-            }
-            for (j, a) in s.exec.get_ref().iter().enumerate() {
-                if a.get_ref().contains('\0') {
-                    self.report(
-                        format!("{prefix}.exec[{j}]"),
-                        a.span(),
-                        "must not contain a NUL byte",
-                    );
-                    exec_ok = false;
-                }
-            }
-            let mut env = BTreeMap::new();
-            for (k, v) in &s.env {
-                let key = format!("{prefix}.env.{}", k.get_ref());
-                let kname = k.get_ref();
-                let valid = kname
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                    && kname.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-                if !valid {
-                    self.report(
-                        &key,
-                        k.span(),
-                        format!("`{kname}` is not an environment variable name"),
-                    );
-                } else if v.get_ref().contains('\0') {
-                    self.report(&key, v.span(), "must not contain a NUL byte");
-                } else {
-                    env.insert(kname.clone(), v.get_ref().clone());
-                }
-            }
-            if let (Some(name), true) = (name, exec_ok) {
-                out.push(Service {
-                    name,
-                    exec,
-                    env,
-                    restart: match s.restart {
-                        None | Some(RawRestart::Never) => Restart::Never,
-                        Some(RawRestart::OnFailure) => Restart::OnFailure,
-                        Some(RawRestart::Always) => Restart::Always,
-                    },
-                    on_exit: s.on_exit.map(action),
-                });
-            }
-        }
-        out
     }
 }
 

@@ -19,7 +19,7 @@ pub(crate) struct RawHost {
     #[serde(default)]
     pub image: RawImage,
     #[serde(default, rename = "service")]
-    pub services: Vec<RawService>,
+    pub services: Vec<crate::service::RawService>,
     #[serde(default)]
     pub firewall: crate::firewall::RawFirewall,
     #[serde(default)]
@@ -104,15 +104,4 @@ pub(crate) struct RawImageFile {
     pub source: Spanned<String>,
     pub target: Spanned<String>,
     pub mode: Option<Spanned<i64>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawService {
-    pub name: Spanned<String>,
-    pub exec: Spanned<Vec<Spanned<String>>>,
-    #[serde(default)]
-    pub env: BTreeMap<Spanned<String>, Spanned<String>>,
-    pub restart: Option<RawRestart>,
-    pub on_exit: Option<RawAction>,
 }

@@ -129,7 +129,7 @@ fn every_error_names_key_line_and_reason() {
         ("[boot]\nshutdown_timeout = \"ten\"\n", "boot.shutdown_timeout", 2, 20, "invalid type"),
         ("[[service]]\nname = \"a\"\nexec = [\"/a\"]\nrestart = \"sometimes\"\n", "service[0].restart", 4, 11, "unknown variant"),
         ("[[service]]\nname = \"a\"\n", "service[0]", 1, 1, "missing field `exec`"),
-        ("[[service]]\nname = \"a\"\nexec = [\"/a\"]\n[[service]]\nname = \"b\"\nexec = [\"/b\"]\nuser = \"x\"\n", "service[1].user", 7, 1, "unknown field"),
+        ("[[service]]\nname = \"a\"\nexec = [\"/a\"]\n[[service]]\nname = \"b\"\nexec = [\"/b\"]\nusr = \"x\"\n", "service[1].usr", 7, 1, "unknown field"),
         ("[kernel\n", "kernel", 1, 8, "unclosed table"),
         // validation errors.
         ("[host]\nhostname = \"-bad\"\n", "host.hostname", 2, 12, "not a host name"),

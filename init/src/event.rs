@@ -4,10 +4,12 @@
 //! asynchronously: they queue up and [`serve`] reads them from a signalfd in an epoll loop that
 //! waits with an infinite timeout (no polling timer). `SIGCHLD` reaps every exited child with
 //! `waitpid(-1, WNOHANG)` and hands it to the supervisor; the shutdown signals map to an
-//! action through the pure [`response`] table. The loop never returns: it ends in
+//! action through the pure [`response`] table. The supervisor's own epoll fd (its one restart
+//! and readiness timer, its inotify fd, the services' output pipes) is watched in the same loop
+//! and handed to [`Supervisor::on_poll`] when ready. The loop never returns: it ends in
 //! [`shutdown::shutdown`], which never returns either.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -219,12 +221,15 @@ fn reap_with(
 
 const SIGNAL_TOKEN: u64 = 1;
 const TIMER_TOKEN: u64 = 2;
+const SUPERVISOR_TOKEN: u64 = 3;
 
 /// Which of the event sources are ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Ready {
     pub(crate) signals: bool,
     pub(crate) timer: bool,
+    /// The supervisor's own epoll fd (output, readiness, restart timer).
+    pub(crate) supervisor: bool,
 }
 
 /// A signalfd for [`HANDLED_SIGNALS`] (non-blocking), an optional one-shot timer, and the
@@ -291,6 +296,16 @@ impl Events {
         })
     }
 
+    /// Also watches `fd` (the supervisor's epoll instance) for input.
+    pub(crate) fn watch_supervisor(&self, fd: BorrowedFd<'_>) -> Result<(), EventError> {
+        self.epoll
+            .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, SUPERVISOR_TOKEN))
+            .map_err(|source| EventError::EpollAdd {
+                what: "supervisor",
+                source,
+            })
+    }
+
     /// Blocks (no timeout) until a source is ready; `EINTR` is retried.
     pub(crate) fn wait(&self) -> Result<Ready, EventError> {
         let mut events = [EpollEvent::empty(); 4];
@@ -306,6 +321,7 @@ impl Events {
             match event.data() {
                 SIGNAL_TOKEN => ready.signals = true,
                 TIMER_TOKEN => ready.timer = true,
+                SUPERVISOR_TOKEN => ready.supervisor = true,
                 _ => {}
             }
         }
@@ -336,7 +352,13 @@ impl Events {
 pub fn serve(mut sup: Supervisor, ctx: ShutdownContext) -> ! {
     let mut budget = ErrorBudget::new(MAX_CONSECUTIVE_ERRORS);
     let events = loop {
-        match Events::new(None) {
+        let created = Events::new(None).and_then(|events| {
+            if let Some(fd) = sup.poll_fd() {
+                events.watch_supervisor(fd)?;
+            }
+            Ok(events)
+        });
+        match created {
             Ok(events) => break events,
             Err(error) => {
                 tracing::error!(%error, "event loop setup failed");
@@ -350,8 +372,18 @@ pub fn serve(mut sup: Supervisor, ctx: ShutdownContext) -> ! {
     budget.succeeded();
     tracing::info!(services = sup.running(), "serving");
     loop {
+        if let Decision::Shutdown(action) = sup.take_deferred() {
+            tracing::info!(%action, "a service with on_exit could not start");
+            shutdown::shutdown(action, &ctx, Some(&mut sup));
+        }
         let step = events.wait().and_then(|ready| {
             let mut action = None;
+            if ready.supervisor {
+                if let Decision::Shutdown(wanted) = sup.on_poll() {
+                    tracing::info!(action = %wanted, "a service with on_exit ended");
+                    action = Some(wanted);
+                }
+            }
             if ready.signals {
                 events.drain_signals(|signal| {
                     let wanted = handle_signal(signal, &mut sup);
@@ -393,7 +425,7 @@ fn handle_signal(signal: Signal, sup: &mut Supervisor) -> Option<Action> {
                     tracing::info!(%action, "a service with on_exit ended");
                     Some(action)
                 }
-                Decision::None => None,
+                Decision::None | Decision::Restart => None,
             }
         }
         Response::Shutdown(action) => {

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::io::Write;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -150,10 +151,20 @@ fn run_step(step: Step, ctx: &ShutdownContext, sup: &mut Option<&mut Supervisor>
         Step::Wait(timeout) => {
             let start = Instant::now();
             let mut reaped = 0u64;
-            let outcome = wait_children(timeout, |pid, status| {
-                reaped = reaped.saturating_add(1);
-                if let Some(sup) = sup.as_deref_mut() {
-                    sup.on_exit(pid, status);
+            // Service output keeps flowing while services stop (a full pipe would block a
+            // service that logs on its way out): the supervisor's fd joins the wait.
+            let output = sup.as_deref().and_then(Supervisor::poll_raw_fd);
+            let outcome = wait_children(timeout, output, |event| match event {
+                WaitEvent::Exited(pid, status) => {
+                    reaped = reaped.saturating_add(1);
+                    if let Some(sup) = sup.as_deref_mut() {
+                        sup.on_exit(pid, status);
+                    }
+                }
+                WaitEvent::Output => {
+                    if let Some(sup) = sup.as_deref_mut() {
+                        sup.drain_output();
+                    }
                 }
             });
             tracing::info!(?outcome, reaped, waited = ?start.elapsed(), "wait for children ended");
@@ -168,31 +179,58 @@ fn run_step(step: Step, ctx: &ShutdownContext, sup: &mut Option<&mut Supervisor>
     }
 }
 
+/// What [`wait_children`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitEvent {
+    /// A child was reaped.
+    Exited(Pid, ExitStatus),
+    /// The extra fd (the supervisor's) is readable: drain service output.
+    Output,
+}
+
 /// Reaps children until none is left or `timeout` has passed, whichever comes first.
 ///
-/// The signals must be blocked. The deadline is a timerfd watched with the signalfd through
-/// epoll; should those fds fail, `sigtimedwait` against the same deadline takes over.
-pub fn wait_children(timeout: Duration, mut on_exit: impl FnMut(Pid, ExitStatus)) -> WaitOutcome {
-    if reap_children(&mut on_exit).no_children {
+/// The signals must be blocked. The deadline is a timerfd watched with the signalfd (and the
+/// optional `extra` fd, reported as [`WaitEvent::Output`]) through epoll; should those fds
+/// fail, `sigtimedwait` against the same deadline takes over.
+pub fn wait_children(
+    timeout: Duration,
+    extra: Option<RawFd>,
+    mut on_event: impl FnMut(WaitEvent),
+) -> WaitOutcome {
+    if reap_children(|pid, status| on_event(WaitEvent::Exited(pid, status))).no_children {
         return WaitOutcome::NoChildren;
     }
     if timeout.is_zero() {
         return WaitOutcome::TimedOut;
     }
     let deadline = Instant::now().checked_add(timeout);
-    let events = match Events::new(Some(timeout)) {
+    let fallback = |mut on_event: Box<dyn FnMut(WaitEvent) + '_>| {
+        tracing::warn!("shutdown wait falls back to sigtimedwait");
+        wait_without_fds(deadline, |pid, status| {
+            on_event(WaitEvent::Exited(pid, status))
+        })
+    };
+    let events = Events::new(Some(timeout)).and_then(|events| {
+        if let Some(fd) = extra {
+            // SAFETY: the caller keeps `fd` open for this call (the supervisor owns it).
+            events.watch_supervisor(unsafe { BorrowedFd::borrow_raw(fd) })?;
+        }
+        Ok(events)
+    });
+    let events = match events {
         Ok(events) => events,
         Err(error) => {
-            tracing::warn!(%error, "shutdown wait falls back to sigtimedwait");
-            return wait_without_fds(deadline, on_exit);
+            tracing::warn!(%error, "shutdown wait events");
+            return fallback(Box::new(on_event));
         }
     };
     loop {
         let ready = match events.wait() {
             Ok(ready) => ready,
             Err(error) => {
-                tracing::warn!(%error, "shutdown wait falls back to sigtimedwait");
-                return wait_without_fds(deadline, on_exit);
+                tracing::warn!(%error, "shutdown wait");
+                return fallback(Box::new(on_event));
             }
         };
         if ready.signals {
@@ -202,11 +240,14 @@ pub fn wait_children(timeout: Duration, mut on_exit: impl FnMut(Pid, ExitStatus)
                 }
             });
             if let Err(error) = drained {
-                tracing::warn!(%error, "shutdown wait falls back to sigtimedwait");
-                return wait_without_fds(deadline, on_exit);
+                tracing::warn!(%error, "shutdown wait signals");
+                return fallback(Box::new(on_event));
             }
         }
-        if reap_children(&mut on_exit).no_children {
+        if ready.supervisor {
+            on_event(WaitEvent::Output);
+        }
+        if reap_children(|pid, status| on_event(WaitEvent::Exited(pid, status))).no_children {
             return WaitOutcome::NoChildren;
         }
         if ready.timer {
@@ -401,8 +442,10 @@ mod tests {
             };
             let start = Instant::now();
             let mut seen = Vec::new();
-            let outcome = wait_children(Duration::from_secs(20), |pid, status| {
-                seen.push((pid, status))
+            let outcome = wait_children(Duration::from_secs(20), None, |event| {
+                if let WaitEvent::Exited(pid, status) = event {
+                    seen.push((pid, status))
+                }
             });
             let expected = vec![(Pid::from_raw(child.id() as i32), ExitStatus::Code(0))];
             match (
@@ -426,7 +469,7 @@ mod tests {
                 return 101;
             };
             let start = Instant::now();
-            let outcome = wait_children(Duration::from_millis(300), |_, _| {});
+            let outcome = wait_children(Duration::from_millis(300), None, |_| {});
             let waited = start.elapsed();
             let _ = child.kill();
             let _ = child.wait();

@@ -1,36 +1,58 @@
-//! Services: plan, spawn and track them.
+//! Services: plan, start in `after` order, watch readiness, capture output, restart with
+//! backoff.
 //!
-//! [`plan`] turns every `[[service]]` table of the host config into a [`ServicePlan`], plain data
-//! with the argv and environment already converted to C strings, so spawning needs no
-//! allocation after `fork`. The [`Supervisor`] spawns the plans (see `spawn.rs`), records each
-//! service's state and decides, as pure logic in [`Supervisor::on_exit`] and [`exit_decision`],
-//! what PID 1 does when a child exits.
+//! [`plan`] turns every `[[service]]` of the host config into a [`ServicePlan`], plain data:
+//! argv and environment as C strings, the least-privilege [`launch::Launch`] plan, the cgroup
+//! limit writes, the backoff settings and the readiness condition, in a start order that
+//! respects `after` ([`start_order`]). The [`Supervisor`] starts them (see `spawn.rs`), tracks
+//! each service's [`ServiceState`] and [`ReadyState`], and decides, as pure logic in
+//! [`exit_decision`], [`backoff::Backoff`] and [`dependency_verdict`], what happens when a child
+//! exits, a restart is due, or a dependency fails.
 //!
-//! Only `restart = "never"` is acted on for now: the other policies are recorded and a service
-//! that exits stays down. A later issue adds restarts with backoff as a new [`Decision`] variant.
+//! The supervisor has its own epoll instance (watched by PID 1's event loop through
+//! [`Supervisor::poll_fd`]) holding ONE timerfd, armed for the earliest deadline (a restart, a
+//! readiness retry or timeout), an inotify fd for readiness paths, and the read end of every
+//! service's output pipe.
 
+pub mod backoff;
+pub mod launch;
+pub mod output;
+pub mod ready;
+pub mod seccomp;
 mod spawn;
+
+pub use spawn::EXEC_FAILED;
 
 use std::ffi::CString;
 use std::fmt;
-use std::os::fd::AsFd;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::fcntl::{open, OFlag};
+use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
-use nix::unistd::Pid;
-use rampart_config::{Action, HostConfig, Restart, Service};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use nix::unistd::{pipe2, Pid};
+use rampart_config::{Action, BackoffConfig, HostConfig, Readiness, Restart, Service};
 
-use crate::cgroup;
+use crate::cgroup::{self, CgroupOp};
+use backoff::Backoff;
+use output::{LineSplitter, LogFile};
 
 /// `PATH` given to a service whose `env` does not set one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// What every service gets as its standard input.
 pub const STDIN_PATH: &str = "/dev/null";
+
+/// Bytes read from one output pipe per wake-up at most (fairness between chatty services).
+pub const READ_BUDGET: usize = 64 * 1024;
 
 /// Everything needed to start one service, prepared before any fork.
 #[derive(Debug, Clone)]
@@ -44,21 +66,65 @@ pub struct ServicePlan {
     pub env: Vec<CString>,
     /// The service's own cgroup directory (from [`cgroup::service_cgroup`]).
     pub cgroup: PathBuf,
-    /// The restart policy (recorded; only `never` is acted on for now).
+    /// The restart policy.
     pub restart: Restart,
     /// What PID 1 does when this service exits, whatever its status.
     pub on_exit: Option<Action>,
+    /// The least-privilege launch plan applied between fork and exec.
+    pub launch: launch::Launch,
+    /// The cgroup limit writes, done before every start.
+    pub cgroup_limits: Vec<CgroupOp>,
+    /// Restart delays and crash-loop detection.
+    pub backoff: BackoffConfig,
+    /// Services that must be ready first.
+    pub after: Vec<String>,
+    /// The readiness condition; `None` = ready once started.
+    pub ready: Option<Readiness>,
+    /// How long readiness may take.
+    pub ready_timeout: Duration,
 }
 
-/// Turns the config's services into plans, in config order.
+/// Turns the config's services into plans, in start order (see [`start_order`]).
 pub fn plan(cfg: &HostConfig, cgroup_root: &Path) -> Vec<ServicePlan> {
-    cfg.services
-        .iter()
-        .map(|service| plan_service(service, cgroup_root))
+    let tmp = cfg.mounts.tmp_size.bytes();
+    start_order(&cfg.services)
+        .into_iter()
+        .filter_map(|i| cfg.services.get(i))
+        .map(|service| plan_service(service, cgroup_root, tmp))
         .collect()
 }
 
-fn plan_service(service: &Service, cgroup_root: &Path) -> ServicePlan {
+/// The order services start in: config order, except that a service comes after every
+/// service it names in `after` (a stable topological sort; the config has no cycles, but
+/// should one slip through, its members are appended in config order).
+pub fn start_order(services: &[Service]) -> Vec<usize> {
+    let mut placed: Vec<usize> = Vec::with_capacity(services.len());
+    let mut done = vec![false; services.len()];
+    loop {
+        let next = services.iter().enumerate().position(|(i, s)| {
+            !done.get(i).copied().unwrap_or(true)
+                && s.after.iter().all(|dep| {
+                    services
+                        .iter()
+                        .position(|o| o.name == *dep)
+                        .is_none_or(|j| done.get(j).copied().unwrap_or(true))
+                })
+        });
+        match next {
+            Some(i) => {
+                if let Some(d) = done.get_mut(i) {
+                    *d = true;
+                }
+                placed.push(i);
+            }
+            None => break,
+        }
+    }
+    placed.extend((0..services.len()).filter(|i| !done.get(*i).copied().unwrap_or(true)));
+    placed
+}
+
+fn plan_service(service: &Service, cgroup_root: &Path, tmp_size: u64) -> ServicePlan {
     let name = service.name.as_str().to_owned();
     let argv = to_cstrings(service.exec.iter().cloned());
     let mut vars: Vec<String> = service
@@ -77,13 +143,24 @@ fn plan_service(service: &Service, cgroup_root: &Path) -> ServicePlan {
             (Vec::new(), Vec::new())
         }
     };
+    let dir = cgroup::service_cgroup(cgroup_root, &name);
     ServicePlan {
-        cgroup: cgroup::service_cgroup(cgroup_root, &name),
+        cgroup_limits: launch::cgroup_limits(service, &dir),
+        cgroup: dir,
         name,
         argv,
         env,
         restart: service.restart,
         on_exit: service.on_exit,
+        launch: launch::plan(service, tmp_size),
+        backoff: service.backoff,
+        after: service
+            .after
+            .iter()
+            .map(|n| n.as_str().to_owned())
+            .collect(),
+        ready: service.ready.clone(),
+        ready_timeout: service.ready_timeout,
     }
 }
 
@@ -101,13 +178,53 @@ pub enum SupervisorError {
         /// The service.
         service: String,
     },
-    /// The cgroup path cannot be passed to the kernel.
-    #[error("service {service}: cgroup path {path} contains a NUL byte")]
-    CgroupPath {
+    /// A path or option of the plan cannot be passed to the kernel.
+    #[error("service {service}: {what} contains a NUL byte")]
+    NulByte {
         /// The service.
         service: String,
-        /// The offending path.
-        path: PathBuf,
+        /// Which value.
+        what: &'static str,
+    },
+    /// A kept capability is unknown to the capability library.
+    #[error("service {service}: unknown capability number {number}")]
+    UnknownCapability {
+        /// The service.
+        service: String,
+        /// Its number.
+        number: u8,
+    },
+    /// The Landlock ruleset could not be built.
+    #[error("service {service}: landlock ruleset: {reason}")]
+    Landlock {
+        /// The service.
+        service: String,
+        /// Why.
+        reason: String,
+    },
+    /// The seccomp filter could not be compiled.
+    #[error("service {service}: seccomp filter: {reason}")]
+    Seccomp {
+        /// The service.
+        service: String,
+        /// Why.
+        reason: String,
+    },
+    /// Writing a cgroup limit failed.
+    #[error("service {service}: cgroup limits: {source}")]
+    Limits {
+        /// The service.
+        service: String,
+        /// The cgroup error.
+        source: cgroup::CgroupError,
+    },
+    /// The output pipe could not be created.
+    #[error("service {service}: output pipe: {source}")]
+    Pipe {
+        /// The service.
+        service: String,
+        /// The kernel's error.
+        source: Errno,
     },
     /// Opening the services' standard input failed.
     #[error("open {path}: {source}")]
@@ -117,7 +234,15 @@ pub enum SupervisorError {
         /// The kernel's error.
         source: Errno,
     },
-    /// `fork` failed.
+    /// Creating the supervisor's epoll instance, timerfd or inotify fd failed.
+    #[error("supervisor {what}: {source}")]
+    Setup {
+        /// Which fd.
+        what: &'static str,
+        /// The kernel's error.
+        source: Errno,
+    },
+    /// `clone` failed.
     #[error("service {service}: fork: {source}")]
     Fork {
         /// The service.
@@ -172,18 +297,47 @@ impl fmt::Display for ExitStatus {
 /// Where a service is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServiceState {
-    /// Not started yet.
+    /// Not started yet (waiting for its `after` dependencies).
     Pending,
     /// Running as this pid.
     Running {
         /// Its pid.
         pid: Pid,
     },
+    /// Exited; starts again at `at`.
+    Restarting {
+        /// When.
+        at: Instant,
+        /// It is in a crash loop (the delay is the cap).
+        crash_loop: bool,
+    },
     /// It exited and stays down.
     Exited {
         /// How it ended.
         status: ExitStatus,
     },
+    /// Never started: a dependency failed.
+    Blocked,
+}
+
+/// Whether a service is ready (for the services `after` it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyState {
+    /// Not started, or exited before it was ready.
+    NotRunning,
+    /// Started; its condition is checked at `next_check` and at inotify events.
+    Waiting {
+        /// The condition must hold before this.
+        deadline: Instant,
+        /// The next timed check.
+        next_check: Instant,
+        /// Checks so far (for the retry interval).
+        attempt: u32,
+    },
+    /// Ready (stays so until the next start).
+    Ready,
+    /// The condition did not hold within `ready_timeout`.
+    TimedOut,
 }
 
 /// What PID 1 must do after a child exited.
@@ -193,28 +347,28 @@ pub enum Decision {
     None,
     /// Shut the host down with this action.
     Shutdown(Action),
-    // A later issue: `Restart { service, after }` for `on-failure` and `always`.
+    /// Restart the service (after its backoff delay).
+    Restart,
 }
 
 impl Decision {
-    /// Keeps the first shutdown of two decisions (`self` first).
+    /// Keeps the first shutdown of two decisions (`self` first); otherwise `later`.
     pub fn or(self, later: Decision) -> Decision {
         match self {
             Decision::Shutdown(_) => self,
-            Decision::None => later,
+            Decision::None | Decision::Restart => later,
         }
     }
 }
 
 /// The pure exit policy: what to do when a service with this policy exited.
 ///
-/// While the host is `stopping`, nothing (no restart, no second shutdown). Otherwise `on_exit`
-/// wins whatever the status; without it the service stays down: `never` is final and the other
-/// restart policies are not implemented yet.
+/// While the host is `stopping`, nothing. Otherwise `on_exit` wins whatever the status; then
+/// `always` restarts, `on-failure` restarts unless it was `exit(0)`, `never` stays down.
 pub fn exit_decision(
     restart: Restart,
     on_exit: Option<Action>,
-    _status: ExitStatus,
+    status: ExitStatus,
     stopping: bool,
 ) -> Decision {
     if stopping {
@@ -223,9 +377,62 @@ pub fn exit_decision(
     match (on_exit, restart) {
         (Some(action), _) => Decision::Shutdown(action),
         (None, Restart::Never) => Decision::None,
-        // Restarting (with backoff) comes with the full supervisor; until then the service
-        // stays down, and `on_exit` above keeps its meaning.
-        (None, Restart::OnFailure | Restart::Always) => Decision::None,
+        (None, Restart::OnFailure) if status.success() => Decision::None,
+        (None, Restart::OnFailure | Restart::Always) => Decision::Restart,
+    }
+}
+
+/// How a dependency stands, for a service waiting on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DepStatus {
+    /// Ready.
+    Ready,
+    /// Not yet, but it may still become ready.
+    Waiting,
+    /// It never will (this run): why.
+    Failed(&'static str),
+}
+
+/// What a pending service does given its dependencies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every dependency is ready: start.
+    Start,
+    /// Keep waiting.
+    Wait,
+    /// Do not start: this dependency failed, for this reason.
+    Block(String, &'static str),
+}
+
+/// The status of a dependency from its state.
+pub fn dep_status(state: ServiceState, ready: ReadyState) -> DepStatus {
+    if ready == ReadyState::Ready {
+        return DepStatus::Ready;
+    }
+    match (state, ready) {
+        (_, ReadyState::TimedOut) => {
+            DepStatus::Failed("did not become ready within its ready_timeout")
+        }
+        (ServiceState::Exited { .. }, _) => DepStatus::Failed("exited before it was ready"),
+        (ServiceState::Blocked, _) => DepStatus::Failed("was not started itself"),
+        _ => DepStatus::Waiting,
+    }
+}
+
+/// The pure ordering rule: start when all dependencies are ready, block on the first failed.
+pub fn dependency_verdict<'a>(deps: impl IntoIterator<Item = (&'a str, DepStatus)>) -> Verdict {
+    let mut all_ready = true;
+    for (name, status) in deps {
+        match status {
+            DepStatus::Ready => {}
+            DepStatus::Waiting => all_ready = false,
+            DepStatus::Failed(why) => return Verdict::Block(name.to_owned(), why),
+        }
+    }
+    if all_ready {
+        Verdict::Start
+    } else {
+        Verdict::Wait
     }
 }
 
@@ -234,7 +441,36 @@ pub fn exit_decision(
 struct Tracked {
     plan: ServicePlan,
     state: ServiceState,
+    ready: ReadyState,
     started: Option<Instant>,
+    backoff: Backoff,
+    log: LogFile,
+}
+
+/// The read end of one output pipe (a service instance's stdout and stderr).
+#[derive(Debug)]
+struct OutputPipe {
+    key: u64,
+    service: usize,
+    fd: OwnedFd,
+    splitter: LineSplitter,
+}
+
+const TIMER_KEY: u64 = 0;
+const INOTIFY_KEY: u64 = 1;
+const FIRST_PIPE_KEY: u64 = 16;
+
+/// The supervisor's fds, created by [`Supervisor::start_all`].
+#[derive(Debug)]
+struct Runtime {
+    epoll: Epoll,
+    timer: TimerFd,
+    inotify: Option<Inotify>,
+    watched: Vec<PathBuf>,
+    pipes: Vec<OutputPipe>,
+    next_key: u64,
+    stdin: OwnedFd,
+    armed: Option<Instant>,
 }
 
 /// The services PID 1 runs and the state of each.
@@ -243,33 +479,73 @@ pub struct Supervisor {
     services: Vec<Tracked>,
     orphans_reaped: u64,
     stopping: bool,
+    log_dir: PathBuf,
+    console: bool,
+    runtime: Option<Runtime>,
+    deferred: Decision,
 }
 
 impl Supervisor {
-    /// Tracks these plans, all pending.
+    /// Tracks these plans, all pending; logs go to [`output::LOG_DIR`].
     pub fn new(plans: Vec<ServicePlan>) -> Self {
+        Self::with_log_dir(plans, Path::new(output::LOG_DIR))
+    }
+
+    /// Tracks these plans with the per-service logs in `log_dir`.
+    pub fn with_log_dir(plans: Vec<ServicePlan>, log_dir: &Path) -> Self {
         Self {
             services: plans
                 .into_iter()
                 .map(|plan| Tracked {
+                    log: LogFile::new(log_dir, &plan.name, output::LOG_MAX),
+                    backoff: Backoff::new(plan.backoff),
                     plan,
                     state: ServiceState::Pending,
+                    ready: ReadyState::NotRunning,
                     started: None,
                 })
                 .collect(),
             orphans_reaped: 0,
             stopping: false,
+            log_dir: log_dir.to_path_buf(),
+            console: true,
+            runtime: None,
+            deferred: Decision::None,
         }
     }
 
-    /// Spawns every pending service, in order, each into its cgroup (which must exist).
+    /// Whether service lines are also written to the console (stderr); on by default.
+    pub fn set_console(&mut self, on: bool) {
+        self.console = on;
+    }
+
+    /// Creates the supervisor's fds and starts every service whose dependencies allow it
+    /// (the others start as their dependencies become ready).
     ///
-    /// Stops at the first failure; services already started keep running (the caller shuts the
-    /// host down, which terminates them).
+    /// A plan without a command is refused here, before anything starts. A service that fails
+    /// to start is handled like one that exited with status 127 (its restart policy applies).
     pub fn start_all(&mut self) -> Result<(), SupervisorError> {
         if self.stopping {
             return Ok(());
         }
+        if let Some(bad) = self.services.iter().find(|t| t.plan.argv.is_empty()) {
+            return Err(SupervisorError::InvalidCommand {
+                service: bad.plan.name.clone(),
+            });
+        }
+        if self.runtime.is_none() {
+            self.runtime = Some(self.create_runtime()?);
+        }
+        if let Err(error) = std::fs::create_dir_all(&self.log_dir) {
+            tracing::warn!(dir = %self.log_dir.display(), %error, "service log directory; logging to the console only");
+        }
+        let decision = self.settle(Instant::now());
+        self.deferred = self.deferred.or(decision);
+        Ok(())
+    }
+
+    fn create_runtime(&self) -> Result<Runtime, SupervisorError> {
+        let setup = |what| move |source| SupervisorError::Setup { what, source };
         let stdin = open(
             STDIN_PATH,
             OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
@@ -279,55 +555,464 @@ impl Supervisor {
             path: PathBuf::from(STDIN_PATH),
             source,
         })?;
-        for tracked in &mut self.services {
-            if tracked.state != ServiceState::Pending {
-                continue;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(setup("epoll"))?;
+        let timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )
+        .map_err(setup("timerfd"))?;
+        epoll
+            .add(
+                timer.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, TIMER_KEY),
+            )
+            .map_err(setup("epoll add timerfd"))?;
+        let inotify = match Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
+            Ok(inotify) => match epoll.add(
+                inotify.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, INOTIFY_KEY),
+            ) {
+                Ok(()) => Some(inotify),
+                Err(error) => {
+                    tracing::warn!(%error, "inotify not watched; readiness uses timed checks only");
+                    None
+                }
+            },
+            Err(error) => {
+                tracing::warn!(%error, "no inotify; readiness uses timed checks only");
+                None
             }
-            let pid = spawn::spawn(&tracked.plan, stdin.as_fd())?;
-            tracked.state = ServiceState::Running { pid };
-            tracked.started = Some(Instant::now());
-            tracing::info!(service = %tracked.plan.name, pid = pid.as_raw(), "service started");
+        };
+        Ok(Runtime {
+            epoll,
+            timer,
+            inotify,
+            watched: Vec::new(),
+            pipes: Vec::new(),
+            next_key: FIRST_PIPE_KEY,
+            stdin,
+            armed: None,
+        })
+    }
+
+    /// A decision taken while starting (a service with `on_exit` failed to start), once.
+    pub fn take_deferred(&mut self) -> Decision {
+        std::mem::replace(&mut self.deferred, Decision::None)
+    }
+
+    /// The supervisor's epoll fd, for PID 1's event loop (after [`Supervisor::start_all`]).
+    pub fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.runtime.as_ref().map(|r| r.epoll.0.as_fd())
+    }
+
+    /// Handles whatever is ready on [`Supervisor::poll_fd`]: output, inotify, the timer.
+    pub fn on_poll(&mut self) -> Decision {
+        let mut events = [EpollEvent::empty(); 32];
+        let n = match self.runtime.as_ref() {
+            Some(rt) => match rt.epoll.wait(&mut events, EpollTimeout::ZERO) {
+                Ok(n) => n,
+                Err(error) => {
+                    tracing::warn!(%error, "supervisor epoll wait");
+                    0
+                }
+            },
+            None => 0,
+        };
+        let now = Instant::now();
+        for event in events.iter().take(n) {
+            match event.data() {
+                TIMER_KEY => {
+                    if let Some(rt) = self.runtime.as_mut() {
+                        // Reading clears the expiration; it may be stale (EAGAIN): fine.
+                        let _ = rt.timer.wait();
+                        rt.armed = None;
+                    }
+                }
+                INOTIFY_KEY => {
+                    if let Some(inotify) = self.runtime.as_ref().and_then(|r| r.inotify.as_ref()) {
+                        while matches!(inotify.read_events(), Ok(ev) if !ev.is_empty()) {}
+                    }
+                    for t in &mut self.services {
+                        if let ReadyState::Waiting { next_check, .. } = &mut t.ready {
+                            *next_check = now;
+                        }
+                    }
+                }
+                key => self.read_pipe(key),
+            }
         }
-        Ok(())
+        self.settle(now)
+    }
+
+    /// Drains every output pipe that has data (used while shutting down).
+    pub fn drain_output(&mut self) {
+        let keys: Vec<u64> = self
+            .runtime
+            .as_ref()
+            .map(|r| r.pipes.iter().map(|p| p.key).collect())
+            .unwrap_or_default();
+        for key in keys {
+            self.read_pipe(key);
+        }
+    }
+
+    fn read_pipe(&mut self, key: u64) {
+        let console = self.console;
+        let Some(rt) = self.runtime.as_mut() else {
+            return;
+        };
+        let Some(pos) = rt.pipes.iter().position(|p| p.key == key) else {
+            return;
+        };
+        let Some(pipe) = rt.pipes.get_mut(pos) else {
+            return;
+        };
+        let mut tracked = self.services.get_mut(pipe.service);
+        // Lines go out as they are split: nothing but the splitter's one line is buffered.
+        let mut emit = |line: &[u8], cut: bool| {
+            if let Some(t) = tracked.as_deref_mut() {
+                let text = output::format_line(&t.plan.name, line, cut);
+                if console {
+                    let _ = std::io::stderr().lock().write_all(&text);
+                }
+                if let Err(error) = t.log.write(&text) {
+                    tracing::debug!(service = %t.plan.name, %error, "service log write");
+                }
+            }
+        };
+        let mut buf = [0u8; 16 * 1024];
+        let mut total = 0usize;
+        let mut eof = false;
+        while total < READ_BUDGET {
+            match nix::unistd::read(&pipe.fd, &mut buf) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    total = total.saturating_add(n);
+                    pipe.splitter
+                        .feed(buf.get(..n).unwrap_or_default(), &mut emit);
+                }
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "read service output");
+                    eof = true;
+                    break;
+                }
+            }
+        }
+        if eof {
+            pipe.splitter.finish(&mut emit);
+            let pipe = rt.pipes.swap_remove(pos);
+            if let Err(error) = rt.epoll.delete(pipe.fd.as_fd()) {
+                tracing::debug!(%error, "epoll delete of an output pipe");
+            }
+        }
     }
 
     /// Records that `pid` was reaped with `status` and says what PID 1 must do.
     ///
     /// A pid that is no running service is an orphan re-parented to PID 1: it is only counted.
     pub fn on_exit(&mut self, pid: Pid, status: ExitStatus) -> Decision {
-        let stopping = self.stopping;
-        let Some(tracked) = self
+        let Some(index) = self
             .services
-            .iter_mut()
-            .find(|t| t.state == ServiceState::Running { pid })
+            .iter()
+            .position(|t| t.state == ServiceState::Running { pid })
         else {
             self.orphans_reaped = self.orphans_reaped.saturating_add(1);
             tracing::trace!(pid = pid.as_raw(), %status, "orphan reaped");
             return Decision::None;
         };
-        tracked.state = ServiceState::Exited { status };
-        let ran_for = tracked.started.map(|t| t.elapsed()).unwrap_or_default();
-        let decision = exit_decision(tracked.plan.restart, tracked.plan.on_exit, status, stopping);
-        tracing::info!(
-            service = %tracked.plan.name,
-            pid = pid.as_raw(),
-            %status,
-            ran_for = ?ran_for,
-            ?decision,
-            "service exited"
-        );
-        if !stopping && !matches!(tracked.plan.restart, Restart::Never) {
-            tracing::warn!(
-                service = %tracked.plan.name,
-                "restart policies other than never are not implemented yet; the service stays down"
-            );
+        let now = Instant::now();
+        let decision = self.exited(index, status, now);
+        decision.or(self.settle(now))
+    }
+
+    /// A service instance ended (or failed to start): apply its exit policy.
+    fn exited(&mut self, index: usize, status: ExitStatus, now: Instant) -> Decision {
+        let stopping = self.stopping;
+        let Some(t) = self.services.get_mut(index) else {
+            return Decision::None;
+        };
+        let ran_for = t
+            .started
+            .map(|s| now.saturating_duration_since(s))
+            .unwrap_or_default();
+        if matches!(t.ready, ReadyState::Waiting { .. }) {
+            t.ready = ReadyState::NotRunning;
         }
+        let decision = exit_decision(t.plan.restart, t.plan.on_exit, status, stopping);
+        let name = t.plan.name.as_str();
+        match decision {
+            Decision::Restart => {
+                let next = t.backoff.on_exit(now, ran_for);
+                let at = now.checked_add(next.delay).unwrap_or(now);
+                t.state = ServiceState::Restarting {
+                    at,
+                    crash_loop: next.crash_loop,
+                };
+                if next.crash_loop {
+                    tracing::warn!(
+                        service = %name, %status, ran_for = ?ran_for, restarts = next.recent,
+                        window = ?t.plan.backoff.crash_loop_window, delay = ?next.delay,
+                        "service is in a crash loop (CrashLoop): restarting at the backoff cap"
+                    );
+                } else {
+                    tracing::info!(service = %name, %status, ran_for = ?ran_for, delay = ?next.delay, "service exited; restarting");
+                }
+                Decision::None
+            }
+            other => {
+                t.state = ServiceState::Exited { status };
+                tracing::info!(service = %name, %status, ran_for = ?ran_for, decision = ?other, "service exited");
+                other
+            }
+        }
+    }
+
+    /// Starts service `index` now; a failure is handled as an exit with status 127.
+    fn start(&mut self, index: usize, now: Instant) -> Decision {
+        match self.try_start(index, now) {
+            Ok(()) => Decision::None,
+            Err(error) => {
+                tracing::error!(%error, "service start failed");
+                self.exited(index, ExitStatus::Code(EXEC_FAILED), now)
+            }
+        }
+    }
+
+    fn try_start(&mut self, index: usize, now: Instant) -> Result<(), SupervisorError> {
+        let Some(rt) = self.runtime.as_mut() else {
+            return Ok(());
+        };
+        let Some(t) = self.services.get_mut(index) else {
+            return Ok(());
+        };
+        let name = t.plan.name.clone();
+        cgroup::apply(&t.plan.cgroup_limits).map_err(|source| SupervisorError::Limits {
+            service: name.clone(),
+            source,
+        })?;
+        if let Some(Readiness::File(path)) = &t.plan.ready {
+            // A stale file from an earlier run must not make this run look ready.
+            if let Err(error) = std::fs::remove_file(path) {
+                if error.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(service = %name, path = %path.display(), %error, "remove stale ready file");
+                }
+            }
+        }
+        let pipe_err = |source| SupervisorError::Pipe {
+            service: name.clone(),
+            source,
+        };
+        let (read_end, write_end) = pipe2(OFlag::O_CLOEXEC).map_err(pipe_err)?;
+        let flags = fcntl(&read_end, FcntlArg::F_GETFL).map_err(pipe_err)?;
+        fcntl(
+            &read_end,
+            FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+        )
+        .map_err(pipe_err)?;
+        let pid = spawn::spawn(&t.plan, rt.stdin.as_fd(), write_end.as_fd())?;
+        drop(write_end);
+        let key = rt.next_key;
+        rt.next_key = rt.next_key.saturating_add(1);
+        match rt
+            .epoll
+            .add(read_end.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, key))
+        {
+            Ok(()) => rt.pipes.push(OutputPipe {
+                key,
+                service: index,
+                fd: read_end,
+                splitter: LineSplitter::default(),
+            }),
+            // The service still runs; it gets EPIPE (SIGPIPE) if it writes.
+            Err(error) => tracing::warn!(service = %name, %error, "output pipe not watched"),
+        }
+        t.state = ServiceState::Running { pid };
+        t.started = Some(now);
+        t.ready = match &t.plan.ready {
+            None => ReadyState::Ready,
+            Some(condition) => {
+                if let (Some(inotify), Some(dir)) = (&rt.inotify, ready::path(condition).parent()) {
+                    if !rt.watched.iter().any(|w| w == dir) {
+                        let mask = AddWatchFlags::IN_CREATE
+                            | AddWatchFlags::IN_MOVED_TO
+                            | AddWatchFlags::IN_ATTRIB
+                            | AddWatchFlags::IN_CLOSE_WRITE;
+                        match inotify.add_watch(dir, mask) {
+                            Ok(_) => rt.watched.push(dir.to_path_buf()),
+                            Err(error) => {
+                                tracing::debug!(service = %name, dir = %dir.display(), %error, "no inotify watch; timed checks only")
+                            }
+                        }
+                    }
+                }
+                ReadyState::Waiting {
+                    deadline: now.checked_add(t.plan.ready_timeout).unwrap_or(now),
+                    next_check: now,
+                    attempt: 0,
+                }
+            }
+        };
+        tracing::info!(service = %name, pid = pid.as_raw(), "service started");
+        if t.ready == ReadyState::Ready {
+            tracing::debug!(service = %name, "service ready (no condition)");
+        }
+        Ok(())
+    }
+
+    /// Does everything due at `now` (restarts, readiness checks and timeouts, dependents that
+    /// may start or must give up), then arms the timer for the earliest next deadline.
+    fn settle(&mut self, now: Instant) -> Decision {
+        let mut decision = Decision::None;
+        if self.stopping {
+            return decision;
+        }
+        // Each pass can only move services forward; bound the passes anyway.
+        for _ in 0..self.services.len().saturating_mul(3).saturating_add(2) {
+            let mut changed = false;
+            for index in 0..self.services.len() {
+                let Some(t) = self.services.get_mut(index) else {
+                    continue;
+                };
+                match (t.state, t.ready) {
+                    (ServiceState::Restarting { at, .. }, _) if at <= now => {
+                        decision = decision.or(self.start(index, now));
+                        changed = true;
+                    }
+                    (
+                        ServiceState::Running { .. },
+                        ReadyState::Waiting {
+                            deadline,
+                            next_check,
+                            attempt,
+                        },
+                    ) if next_check <= now => {
+                        let condition = t.plan.ready.as_ref();
+                        if condition.is_some_and(ready::check) {
+                            t.ready = ReadyState::Ready;
+                            tracing::info!(service = %t.plan.name, "service ready");
+                            changed = true;
+                        } else if now >= deadline {
+                            t.ready = ReadyState::TimedOut;
+                            tracing::error!(
+                                service = %t.plan.name, timeout = ?t.plan.ready_timeout,
+                                "service did not become ready in time; services after it will not start"
+                            );
+                            changed = true;
+                        } else {
+                            let attempt = attempt.saturating_add(1);
+                            let retry = now
+                                .checked_add(ready::retry_interval(attempt))
+                                .unwrap_or(deadline);
+                            t.ready = ReadyState::Waiting {
+                                deadline,
+                                next_check: retry.min(deadline),
+                                attempt,
+                            };
+                        }
+                    }
+                    (ServiceState::Pending, _) => match self.verdict(index) {
+                        Verdict::Start => {
+                            decision = decision.or(self.start(index, now));
+                            changed = true;
+                        }
+                        Verdict::Wait => {}
+                        Verdict::Block(dep, why) => {
+                            if let Some(t) = self.services.get_mut(index) {
+                                t.state = ServiceState::Blocked;
+                                tracing::error!(
+                                    service = %t.plan.name, dependency = %dep,
+                                    "service not started: its dependency {dep} {why}"
+                                );
+                            }
+                            changed = true;
+                        }
+                    },
+                    _ => {}
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        self.rearm(now);
         decision
     }
 
-    /// Marks the host as shutting down: exits no longer lead to any decision.
+    fn verdict(&self, index: usize) -> Verdict {
+        let Some(t) = self.services.get(index) else {
+            return Verdict::Wait;
+        };
+        dependency_verdict(t.plan.after.iter().map(|dep| {
+            let status = self
+                .services
+                .iter()
+                .find(|o| o.plan.name == *dep)
+                .map_or(DepStatus::Failed("is not defined"), |o| {
+                    dep_status(o.state, o.ready)
+                });
+            (dep.as_str(), status)
+        }))
+    }
+
+    /// The earliest deadline of any service, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.services
+            .iter()
+            .filter_map(|t| match (t.state, t.ready) {
+                (ServiceState::Restarting { at, .. }, _) => Some(at),
+                (
+                    ServiceState::Running { .. },
+                    ReadyState::Waiting {
+                        deadline,
+                        next_check,
+                        ..
+                    },
+                ) => Some(next_check.min(deadline)),
+                _ => None,
+            })
+            .min()
+    }
+
+    fn rearm(&mut self, now: Instant) {
+        let next = if self.stopping {
+            None
+        } else {
+            self.next_deadline()
+        };
+        let Some(rt) = self.runtime.as_mut() else {
+            return;
+        };
+        if rt.armed == next {
+            return;
+        }
+        let result = match next {
+            None => rt.timer.unset(),
+            Some(at) => {
+                // A zero expiration would disarm the timer: at least 1 ms.
+                let after = at
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(1));
+                rt.timer.set(
+                    Expiration::OneShot(TimeSpec::from_duration(after)),
+                    TimerSetTimeFlags::empty(),
+                )
+            }
+        };
+        match result {
+            Ok(()) => rt.armed = next,
+            Err(error) => tracing::error!(%error, "supervisor timer"),
+        }
+    }
+
+    /// Marks the host as shutting down: exits no longer lead to any decision or restart.
     pub fn begin_shutdown(&mut self) {
         self.stopping = true;
+        self.rearm(Instant::now());
     }
 
     /// True once [`Supervisor::begin_shutdown`] was called.
@@ -355,305 +1040,20 @@ impl Supervisor {
             .find(|t| t.plan.name == name)
             .map(|t| t.state)
     }
+
+    /// The readiness of the service named `name`.
+    pub fn ready_state(&self, name: &str) -> Option<ReadyState> {
+        self.services
+            .iter()
+            .find(|t| t.plan.name == name)
+            .map(|t| t.ready)
+    }
+
+    /// The raw fd of the supervisor's epoll instance (for logs and tests).
+    pub fn poll_raw_fd(&self) -> Option<i32> {
+        self.runtime.as_ref().map(|r| r.epoll.0.as_fd().as_raw_fd())
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeMap;
-
-    fn service(name: &str, exec: &[&str], env: &[(&str, &str)]) -> Service {
-        Service {
-            name: rampart_config::ServiceName::try_from(name).unwrap(),
-            exec: exec.iter().map(|s| s.to_string()).collect(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
-            restart: Restart::Never,
-            on_exit: None,
-        }
-    }
-
-    fn cstrings(strings: &[&str]) -> Vec<CString> {
-        strings.iter().map(|s| CString::new(*s).unwrap()).collect()
-    }
-
-    fn sample_plan(name: &str, restart: Restart, on_exit: Option<Action>) -> ServicePlan {
-        ServicePlan {
-            name: name.to_string(),
-            argv: cstrings(&["/bin/true"]),
-            env: cstrings(&["PATH=/bin"]),
-            cgroup: PathBuf::from("/sys/fs/cgroup/services").join(name),
-            restart,
-            on_exit,
-        }
-    }
-
-    #[test]
-    fn plan_converts_argv_env_and_cgroup() {
-        let root = Path::new("/tmp/cg");
-        let default_path = format!("PATH={DEFAULT_PATH}");
-        let cases: Vec<(Service, Vec<&str>, Vec<&str>)> = vec![
-            (
-                service("a", &["/bin/true"], &[]),
-                vec!["/bin/true"],
-                vec![default_path.as_str()],
-            ),
-            (
-                service(
-                    "b",
-                    &["/bin/sh", "-c", "echo hi"],
-                    &[("FOO", "bar"), ("A", "1")],
-                ),
-                vec!["/bin/sh", "-c", "echo hi"],
-                vec!["A=1", "FOO=bar", default_path.as_str()],
-            ),
-            (
-                service("c", &["/bin/x"], &[("PATH", "/opt/bin"), ("EMPTY", "")]),
-                vec!["/bin/x"],
-                vec!["EMPTY=", "PATH=/opt/bin"],
-            ),
-        ];
-        for (svc, argv, env) in cases {
-            let name = svc.name.as_str().to_owned();
-            let p = plan_service(&svc, root);
-            assert_eq!(p.name, name);
-            assert_eq!(p.argv, cstrings(&argv), "{name}");
-            assert_eq!(p.env, cstrings(&env), "{name}");
-            assert_eq!(p.cgroup, cgroup::service_cgroup(root, &name), "{name}");
-        }
-    }
-
-    #[test]
-    fn plan_keeps_restart_and_on_exit() {
-        let cases = [
-            (Restart::Never, None),
-            (Restart::OnFailure, Some(Action::Reboot)),
-            (Restart::Always, Some(Action::Halt)),
-            (Restart::Never, Some(Action::Poweroff)),
-        ];
-        for (restart, on_exit) in cases {
-            let mut svc = service("s", &["/bin/true"], &[]);
-            svc.restart = restart;
-            svc.on_exit = on_exit;
-            let p = plan_service(&svc, Path::new("/cg"));
-            assert_eq!(p.restart, restart);
-            assert_eq!(p.on_exit, on_exit);
-        }
-    }
-
-    #[test]
-    fn plan_keeps_config_order() {
-        let mut cfg_services = Vec::new();
-        for name in ["zeta", "alpha", "mid"] {
-            cfg_services.push(service(name, &["/bin/true"], &[]));
-        }
-        let names: Vec<String> = cfg_services
-            .iter()
-            .map(|s| plan_service(s, Path::new("/cg")).name)
-            .collect();
-        assert_eq!(names, ["zeta", "alpha", "mid"]);
-    }
-
-    #[test]
-    fn plan_with_nul_byte_is_refused_at_start() {
-        let cases = [
-            service("n1", &["/bin/a\0b"], &[]),
-            service("n2", &["/bin/true"], &[("K", "v\0")]),
-        ];
-        for svc in cases {
-            let p = plan_service(&svc, Path::new("/cg"));
-            assert!(p.argv.is_empty());
-            let mut sup = Supervisor::new(vec![p]);
-            let err = sup.start_all().unwrap_err();
-            assert!(
-                matches!(err, SupervisorError::InvalidCommand { .. }),
-                "{err}"
-            );
-        }
-    }
-
-    #[test]
-    fn exit_status_decoding() {
-        let cases = [
-            (0x0000, ExitStatus::Code(0), "exit code 0"),
-            (0x0100, ExitStatus::Code(1), "exit code 1"),
-            (0x7f00, ExitStatus::Code(127), "exit code 127"),
-            (0x0009, ExitStatus::Signal(9), "killed by SIGKILL"),
-            (0x008f, ExitStatus::Signal(15), "killed by SIGTERM"),
-            (0x0022, ExitStatus::Signal(34), "killed by signal 34"),
-            (0x137f, ExitStatus::Other(0x137f), "wait status 0x137f"),
-        ];
-        for (raw, status, text) in cases {
-            assert_eq!(ExitStatus::from_raw(raw), status, "{raw:#x}");
-            assert_eq!(status.to_string(), text);
-        }
-        assert!(ExitStatus::Code(0).success());
-        assert!(!ExitStatus::Code(1).success());
-        assert!(!ExitStatus::Signal(9).success());
-    }
-
-    #[test]
-    fn exit_decision_table() {
-        use Action::*;
-        let ok = ExitStatus::Code(0);
-        let bad = ExitStatus::Signal(9);
-        let cases = [
-            (Restart::Never, None, ok, false, Decision::None),
-            (Restart::Never, None, bad, false, Decision::None),
-            (
-                Restart::Never,
-                Some(Poweroff),
-                ok,
-                false,
-                Decision::Shutdown(Poweroff),
-            ),
-            (
-                Restart::Never,
-                Some(Reboot),
-                bad,
-                false,
-                Decision::Shutdown(Reboot),
-            ),
-            (
-                Restart::Never,
-                Some(Halt),
-                ok,
-                false,
-                Decision::Shutdown(Halt),
-            ),
-            (Restart::OnFailure, None, bad, false, Decision::None),
-            (Restart::Always, None, ok, false, Decision::None),
-            (
-                Restart::Always,
-                Some(Reboot),
-                ok,
-                false,
-                Decision::Shutdown(Reboot),
-            ),
-            (Restart::Never, Some(Poweroff), ok, true, Decision::None),
-            (Restart::Always, None, bad, true, Decision::None),
-        ];
-        for (restart, on_exit, status, stopping, want) in cases {
-            assert_eq!(
-                exit_decision(restart, on_exit, status, stopping),
-                want,
-                "{restart:?} {on_exit:?} {status} stopping={stopping}"
-            );
-        }
-    }
-
-    #[test]
-    fn decision_or_keeps_the_first_shutdown() {
-        use Decision::Shutdown;
-        let cases = [
-            (Decision::None, Decision::None, Decision::None),
-            (
-                Decision::None,
-                Shutdown(Action::Halt),
-                Shutdown(Action::Halt),
-            ),
-            (
-                Shutdown(Action::Reboot),
-                Shutdown(Action::Halt),
-                Shutdown(Action::Reboot),
-            ),
-            (
-                Shutdown(Action::Reboot),
-                Decision::None,
-                Shutdown(Action::Reboot),
-            ),
-        ];
-        for (a, b, want) in cases {
-            assert_eq!(a.or(b), want);
-        }
-    }
-
-    fn running(sup: &mut Supervisor, name: &str, pid: i32) {
-        let tracked = sup
-            .services
-            .iter_mut()
-            .find(|t| t.plan.name == name)
-            .unwrap();
-        tracked.state = ServiceState::Running {
-            pid: Pid::from_raw(pid),
-        };
-        tracked.started = Some(Instant::now());
-    }
-
-    #[test]
-    fn on_exit_state_machine() {
-        let mut sup = Supervisor::new(vec![
-            sample_plan("oneshot", Restart::Never, None),
-            sample_plan("main", Restart::Never, Some(Action::Poweroff)),
-            sample_plan("later", Restart::Never, None),
-        ]);
-        assert_eq!(sup.state("oneshot"), Some(ServiceState::Pending));
-        assert_eq!(sup.state("missing"), None);
-        running(&mut sup, "oneshot", 100);
-        running(&mut sup, "main", 101);
-        assert_eq!(sup.running(), 2);
-
-        // An orphan: counted, nothing else.
-        assert_eq!(
-            sup.on_exit(Pid::from_raw(555), ExitStatus::Code(0)),
-            Decision::None
-        );
-        assert_eq!(sup.orphans_reaped(), 1);
-        assert_eq!(sup.running(), 2);
-
-        // The oneshot exits and stays down.
-        assert_eq!(
-            sup.on_exit(Pid::from_raw(100), ExitStatus::Code(3)),
-            Decision::None
-        );
-        assert_eq!(
-            sup.state("oneshot"),
-            Some(ServiceState::Exited {
-                status: ExitStatus::Code(3)
-            })
-        );
-        // The same pid again (reused by an orphan) is no longer the service.
-        assert_eq!(
-            sup.on_exit(Pid::from_raw(100), ExitStatus::Code(0)),
-            Decision::None
-        );
-        assert_eq!(sup.orphans_reaped(), 2);
-
-        // The on_exit service decides the shutdown, whatever its status.
-        assert_eq!(
-            sup.on_exit(Pid::from_raw(101), ExitStatus::Signal(9)),
-            Decision::Shutdown(Action::Poweroff)
-        );
-        assert_eq!(sup.running(), 0);
-        assert_eq!(sup.state("later"), Some(ServiceState::Pending));
-    }
-
-    #[test]
-    fn no_decision_while_stopping() {
-        let mut sup = Supervisor::new(vec![sample_plan(
-            "main",
-            Restart::Never,
-            Some(Action::Reboot),
-        )]);
-        running(&mut sup, "main", 42);
-        sup.begin_shutdown();
-        assert!(sup.stopping());
-        assert_eq!(
-            sup.on_exit(Pid::from_raw(42), ExitStatus::Signal(15)),
-            Decision::None
-        );
-        assert_eq!(
-            sup.state("main"),
-            Some(ServiceState::Exited {
-                status: ExitStatus::Signal(15)
-            })
-        );
-        // Nothing is started once stopping.
-        let mut sup = Supervisor::new(vec![sample_plan("x", Restart::Never, None)]);
-        sup.begin_shutdown();
-        sup.start_all().unwrap();
-        assert_eq!(sup.state("x"), Some(ServiceState::Pending));
-    }
-}
+mod tests;
