@@ -18,8 +18,15 @@ cd "$(dirname "$0")/.."
 say() { printf '==> setup: %s\n' "$*"; }
 
 # 1. Debian packages.
-# nftables and iproute2 are test dependencies only (the firewall tests read rulesets back with nft).
-packages=(qemu-system-x86 busybox-static containerd runc cpio build-essential pkg-config ca-certificates nftables iproute2)
+# nftables, iproute2, netbase (/etc/protocols, which nft needs to print protocol names) and procps
+# (sysctl inside test namespaces) are test dependencies only.
+packages=(qemu-system-x86 busybox-static containerd runc cpio build-essential pkg-config ca-certificates nftables iproute2 netbase procps)
+# A Rust toolchain when there is none: Debian 12's rustc-web and cargo-web (1.85 or newer).
+if ! command -v cargo >/dev/null 2>&1 && ! [ -x "$HOME/.cargo/bin/cargo" ]; then
+  packages+=(rustc-web cargo-web)
+fi
+# Disk images (--format disk): UEFI stub, file system tools, objcopy, OVMF, qemu-img; veritysetup for tests.
+packages+=(systemd-boot-efi squashfs-tools dosfstools mtools e2fsprogs binutils ovmf qemu-utils cryptsetup-bin)
 if [ "${RAMPART_SKIP_APT:-0}" = 1 ]; then
   say "skipping apt (RAMPART_SKIP_APT=1)"
 else

@@ -6,8 +6,11 @@
 //! collects all problems it can find in one pass. Both `rampart-init` and `rampart-image`
 //! read hosts through this crate. Every key is documented in `docs/config.md`.
 
+pub mod containerd;
 mod error;
 pub mod firewall;
+pub mod hardening;
+pub mod network;
 pub mod policy;
 mod raw;
 pub mod service;
@@ -18,8 +21,11 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use containerd::Containerd;
 pub use error::{ConfigError, Problem};
 pub use firewall::Firewall;
+pub use hardening::{Hardening, IMAGE_CMDLINE_PATH};
+pub use network::Network;
 pub use policy::ContainerPolicy;
 pub use service::{
     BackoffConfig, Capability, Landlock, Limits, Namespace, Readiness, SeccompProfile, Service,
@@ -56,6 +62,12 @@ pub struct HostConfig {
     pub firewall: Firewall,
     /// `[container_policy]`: what `rampart-runc` holds every container to.
     pub container_policy: ContainerPolicy,
+    /// `[network]`: interfaces, routes, resolvers (the firewall above already follows it).
+    pub network: Network,
+    /// `[hardening]`: LSMs, lockdown, the hardened command line, enforce or warn.
+    pub hardening: Hardening,
+    /// `[containerd]`: containerd's runtime pieces and generated config in the image.
+    pub containerd: Containerd,
 }
 
 /// `[host]`: identity.
@@ -209,6 +221,7 @@ impl Validator<'_> {
     }
 
     fn host(&mut self, raw: raw::RawHost, base: &Path) -> HostConfig {
+        let cross = hardening::CrossCheck::capture(&raw);
         let hostname = raw
             .host
             .hostname
@@ -222,6 +235,15 @@ impl Validator<'_> {
         let services = self.services(raw.services);
         let firewall = self.firewall(raw.firewall);
         let container_policy = self.container_policy(raw.container_policy);
+        let containerd = self.containerd(raw.containerd);
+        let hardening = self.hardening(raw.hardening, &cross, &container_policy);
+        let service_names: Vec<String> = services
+            .iter()
+            .map(|s| s.name.as_str().to_owned())
+            .collect();
+        let network = self.network(raw.network, &service_names);
+        let mut firewall = firewall;
+        network::merge_into_firewall(&network, &mut firewall);
         HostConfig {
             host: Host { hostname },
             boot,
@@ -231,6 +253,9 @@ impl Validator<'_> {
             services,
             firewall,
             container_policy,
+            network,
+            hardening,
+            containerd,
         }
     }
 
@@ -372,6 +397,7 @@ impl Validator<'_> {
             "/sbin/init",
             IMAGE_CONFIG_PATH,
             IMAGE_MODULES_PATH,
+            IMAGE_CMDLINE_PATH,
             "/dev/console",
         ]
         .into_iter()

@@ -90,7 +90,16 @@ pub struct ContainerPolicy {
     /// The lowest `oom_score_adj` a container process may have; also the value set when a spec
     /// has none (so containers do not inherit containerd's protected score).
     pub min_oom_score_adj: i32,
+    /// `linux.resources.pids.limit` of every container: set when the spec has none or a higher
+    /// one, so a fork bomb stops at the container's `pids.max`.
+    pub default_pids_limit: u32,
+    /// `linux.resources.memory.limit` (bytes) of every container without a lower one; `None`
+    /// leaves the spec's own (or none).
+    pub default_memory_limit: Option<u64>,
 }
+
+/// `default_pids_limit` when the host file does not say.
+pub const DEFAULT_PIDS_LIMIT: u32 = 1024;
 
 impl Default for ContainerPolicy {
     fn default() -> Self {
@@ -106,6 +115,8 @@ impl Default for ContainerPolicy {
             user_namespaces: UserNamespaces::Optional,
             keep_spec_seccomp: false,
             min_oom_score_adj: 0,
+            default_pids_limit: DEFAULT_PIDS_LIMIT,
+            default_memory_limit: None,
         }
     }
 }
@@ -337,6 +348,8 @@ pub(crate) struct RawContainerPolicy {
     pub user_namespaces: Option<Spanned<String>>,
     pub keep_spec_seccomp: Option<bool>,
     pub min_oom_score_adj: Option<Spanned<i64>>,
+    pub default_pids_limit: Option<Spanned<i64>>,
+    pub default_memory_limit: Option<Spanned<crate::raw::RawSize>>,
 }
 
 /// Checks an absolute, normalised host path (`/` itself allowed).
@@ -486,6 +499,36 @@ impl Validator<'_> {
                 }
             },
         };
+        let default_pids_limit = match raw.default_pids_limit {
+            None => d.default_pids_limit,
+            Some(v) => match u32::try_from(*v.get_ref()) {
+                Ok(n @ 1..=4_194_304) => n,
+                _ => {
+                    self.report(
+                        "container_policy.default_pids_limit",
+                        v.span(),
+                        "must be an integer from 1 to 4194304",
+                    );
+                    d.default_pids_limit
+                }
+            },
+        };
+        let default_memory_limit = raw.default_memory_limit.and_then(|v| {
+            let span = v.span();
+            let parsed = match v.into_inner() {
+                crate::raw::RawSize::Bytes(n) => u64::try_from(n)
+                    .map_err(|_| format!("{n} is not a size"))
+                    .and_then(crate::Size::from_bytes),
+                crate::raw::RawSize::Text(s) => crate::Size::parse(&s),
+            };
+            match parsed {
+                Ok(size) => Some(size.bytes()),
+                Err(msg) => {
+                    self.report("container_policy.default_memory_limit", span, msg);
+                    None
+                }
+            }
+        });
         ContainerPolicy {
             real_runc,
             audit_log,
@@ -498,6 +541,8 @@ impl Validator<'_> {
             user_namespaces,
             keep_spec_seccomp: raw.keep_spec_seccomp.unwrap_or(d.keep_spec_seccomp),
             min_oom_score_adj,
+            default_pids_limit,
+            default_memory_limit,
         }
     }
 }
@@ -532,6 +577,8 @@ mod tests {
         assert_eq!(d.user_namespaces, UserNamespaces::Optional);
         assert!(!d.keep_spec_seccomp);
         assert_eq!(d.min_oom_score_adj, 0);
+        assert_eq!(d.default_pids_limit, 1024);
+        assert_eq!(d.default_memory_limit, None);
     }
 
     #[test]
@@ -550,6 +597,8 @@ allow_hooks = ["/usr/bin/nerdctl"]
 user_namespaces = "required"
 keep_spec_seccomp = true
 min_oom_score_adj = -500
+default_pids_limit = 200
+default_memory_limit = "512M"
 "#,
         );
         assert_eq!(p.real_runc, PathBuf::from("/opt/runc"));
@@ -575,6 +624,8 @@ min_oom_score_adj = -500
         assert_eq!(p.user_namespaces, UserNamespaces::Required);
         assert!(p.keep_spec_seccomp);
         assert_eq!(p.min_oom_score_adj, -500);
+        assert_eq!(p.default_pids_limit, 200);
+        assert_eq!(p.default_memory_limit, Some(512 << 20));
     }
 
     /// Each bad input and the (key, line, column, part of the message) it must produce.
@@ -693,6 +744,20 @@ min_oom_score_adj = -500
                 2,
                 21,
                 "-1000 to 1000",
+            ),
+            (
+                "default_pids_limit = 0\n",
+                "container_policy.default_pids_limit",
+                2,
+                22,
+                "1 to 4194304",
+            ),
+            (
+                "default_memory_limit = \"10x\"\n",
+                "container_policy.default_memory_limit",
+                2,
+                24,
+                "",
             ),
             (
                 "keep_spec_seccomp = \"yes\"\n",

@@ -24,6 +24,12 @@ pub(crate) struct RawHost {
     pub firewall: crate::firewall::RawFirewall,
     #[serde(default)]
     pub container_policy: crate::policy::RawContainerPolicy,
+    #[serde(default)]
+    pub network: crate::network::RawNetwork,
+    #[serde(default)]
+    pub hardening: crate::hardening::RawHardening,
+    #[serde(default)]
+    pub containerd: Option<crate::containerd::RawContainerd>,
 }
 
 #[derive(Debug, Default, Deserialize)]

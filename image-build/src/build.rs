@@ -213,13 +213,20 @@ pub fn resolve_inputs(
         .ok_or_else(|| BuildError::NoKernel {
             config: req.config.clone(),
         })?;
-    let modules: Vec<String> = cfg
+    let mut modules: Vec<String> = cfg
         .kernel
         .modules
         .iter()
         .map(|m| m.as_str().to_string())
         .collect();
     let modules_dir = req.modules.clone().or_else(|| cfg.image.modules.clone());
+    if modules_dir.is_some() {
+        // A modular kernel: the firewall's modules go in without being listed.
+        let extra = crate::network::firewall_modules(cfg, &modules);
+        modules.extend(extra);
+        let extra = crate::containerd::modules(cfg, &modules);
+        modules.extend(extra);
+    }
     if !modules.is_empty() && modules_dir.is_none() {
         return Err(BuildError::NoModulesDir {
             count: modules.len(),
@@ -242,6 +249,8 @@ pub fn resolve_inputs(
             host_binaries.push((format!("service {}", s.name.as_str()), p));
         }
     }
+    let files = crate::network::image_files(cfg, &cfg.image.files, &init);
+    let files = crate::containerd::image_files(cfg, &files, &init);
     Ok(Inputs {
         config: req.config.clone(),
         kernel,
@@ -253,8 +262,8 @@ pub fn resolve_inputs(
         init,
         modules,
         host_binaries,
-        files: cfg.image.files.clone(),
-        cmdline: cfg.boot.cmdline.join(" "),
+        files,
+        cmdline: crate::cmdline::build(cfg),
     })
 }
 
@@ -345,6 +354,13 @@ pub fn plan_image(inputs: &Inputs) -> Result<Plan, BuildError> {
         source,
     })?;
     a.add_file(Path::new(IMAGE_CONFIG_PATH), 0o644, FileData::Bytes(config))?;
+    // The command line the image asks for, which rampart-init checks at boot.
+    let expected = crate::cmdline::expected_file(&inputs.cmdline).into_bytes();
+    a.add_file(
+        Path::new(rampart_config::IMAGE_CMDLINE_PATH),
+        0o644,
+        FileData::Bytes(expected),
+    )?;
 
     // Modules.
     let mut modules = Vec::new();
@@ -426,6 +442,8 @@ pub fn plan_image(inputs: &Inputs) -> Result<Plan, BuildError> {
         }
         add_libraries(&mut a, what, &real, bin)?;
     }
+    crate::network::add_bind_targets(&mut a)?;
+    crate::containerd::add_to_archive(&mut a, &inputs.config)?;
     Ok(Plan {
         archive: a,
         modules,
@@ -603,6 +621,7 @@ pub fn build_inputs(inputs: &Inputs, out: &Path, mtime: u32) -> Result<Manifest,
         modules: plan.modules.clone(),
         initrd: initrd.clone(),
         files: written.iter().map(FileEntry::from).collect(),
+        disk: None,
     };
     let json = manifest.to_json()?;
 
@@ -672,7 +691,11 @@ exec = ["/bin/busybox", "true"]
         let i = resolve_inputs(&c, &r, Some("/x/rampart-init".into())).unwrap();
         assert_eq!(i.kernel, dir.path().join("k"));
         assert_eq!(i.init, PathBuf::from("/x/rampart-init"));
-        assert_eq!(i.modules_dir, None, "no modules listed, no dir needed");
+        assert_eq!(
+            i.modules,
+            ["nf_tables", "nft_ct", "nft_limit"],
+            "a modules dir brings the firewall's modules in unlisted"
+        );
         assert!(i.host_binaries.is_empty(), "busybox comes from image.files");
         r.kernel = Some("/other/vmlinuz".into());
         r.init = Some("/y/init".into());

@@ -6,9 +6,14 @@
 //! [`manifest`], and [`qemu`] (booting an image and classifying how it ended).
 
 pub mod build;
+pub mod cmdline;
+pub mod containerd;
 pub mod cpio;
+pub mod disk;
 pub mod elf;
+pub mod firewall_cmd;
 pub mod kernel;
 pub mod kmod;
 pub mod manifest;
+pub mod network;
 pub mod qemu;

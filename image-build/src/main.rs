@@ -39,11 +39,26 @@ enum Cmd {
         /// The init binary; defaults to rampart-init next to this executable.
         #[arg(long)]
         init: Option<PathBuf>,
+        /// Output format: `initramfs` (kernel + initrd) or `disk` (a UEFI GPT disk.raw).
+        #[arg(long, default_value = "initramfs", value_parser = ["initramfs", "disk"])]
+        format: String,
+        /// With `--format disk`: also write DIR/disk.qcow2 (qemu-img convert).
+        #[arg(long)]
+        qcow2: bool,
+        /// With `--format disk`: size of the state partition in MiB.
+        #[arg(long, default_value_t = 256)]
+        state_size: u64,
     },
     /// Validate a host file: print its problems and exit 1, or print "ok".
     Check {
         /// The host TOML file.
         file: PathBuf,
+    },
+    /// Print the host's nftables ruleset as `nft` text (exit 1 on config problems).
+    Firewall {
+        /// The host TOML file.
+        #[arg(long)]
+        config: PathBuf,
     },
     /// Boot an image in QEMU with the serial console on stdout.
     Boot {
@@ -127,6 +142,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             kernel,
             modules,
             init,
+            format,
+            qcow2,
+            state_size,
         } => {
             let epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
             let req = BuildRequest {
@@ -138,6 +156,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 mtime: build::mtime_from_epoch(epoch.as_deref())?,
             };
             let started = std::time::Instant::now();
+            if format == "disk" {
+                return rampart_image::disk::cli::run(&req, qcow2, state_size, started);
+            }
             let manifest = build::build(&req)
                 .with_context(|| format!("cannot build {}", req.config.display()))?;
             eprintln!(
@@ -150,6 +171,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Firewall { config } => match rampart_image::firewall_cmd::render(&config) {
+            Ok(text) => {
+                print!("{text}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                println!("{e}");
+                Ok(ExitCode::from(1))
+            }
+        },
         Cmd::Check { file } => match rampart_config::load(&file) {
             Ok(_) => {
                 println!("ok");

@@ -51,8 +51,11 @@ pub struct Manifest {
     pub modules: Vec<String>,
     /// The initrd file.
     pub initrd: Blob,
-    /// Every entry of the initrd, in archive order.
+    /// Every entry of the initrd, in archive order (of the root tree, for a disk image).
     pub files: Vec<FileEntry>,
+    /// The disk image, for `--format disk` (its inputs, partitions and digests).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub disk: Option<crate::disk::DiskInfo>,
 }
 
 /// The inputs of a build.
@@ -204,6 +207,7 @@ mod tests {
                 sha256: Some(sha256_hex(b"sbin/init")),
                 target: Some("sbin/init".into()),
             })],
+            disk: None,
         }
     }
 

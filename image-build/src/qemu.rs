@@ -432,6 +432,9 @@ pub fn resolve_accel(accel: Accel, kernel: &Path) -> Result<Accel, QemuError> {
 
 /// Boot the image: stream the console to stdout and return how it ended.
 pub fn boot(opts: &BootOptions) -> Result<Outcome, QemuError> {
+    if let Some(disk) = crate::disk::uefi::disk_image(&opts.dir) {
+        return crate::disk::uefi::boot(opts, &disk);
+    }
     let kernel = opts.dir.join("kernel");
     for f in ["kernel", "initrd", "cmdline"] {
         let p = opts.dir.join(f);

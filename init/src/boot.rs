@@ -12,13 +12,19 @@
 //! | `config` | load `/etc/rampart/host.toml` |
 //! | `mount` | mount the base table ([`crate::mount`]) |
 //! | `logging` | make fds 0-2 valid, log to `/dev/kmsg` too (best effort, never fatal) |
+//! | `lsm` | every required LSM is active ([`crate::security`]) |
+//! | `cmdline` | `/proc/cmdline` has what the image asked for (`/etc/rampart/cmdline`) |
 //! | `modules` | load `/etc/rampart/modules` with `finit_module` ([`crate::kmod`]) |
 //! | `sysctl` | apply the sysctl baseline and overrides ([`crate::sysctl`]) |
 //! | `lock-modules` | `kernel.modules_disabled=1` when `kernel.lock_modules` |
+//! | `lockdown` | raise the lockdown level through securityfs and read it back |
 //! | `hostname` | `sethostname` |
+//! | `firewall` | apply the nftables ruleset ([`crate::firewall`]), write `/run/rampart/firewall.nft` |
+//! | `network` | loopback, links, addresses, routes, `/etc/hosts`, `/etc/resolv.conf` ([`crate::network`]); never fatal |
 //! | `cgroups` | enable controllers, move PID 1 into a leaf ([`crate::cgroup`]) |
 //! | `service-cgroups` | create one cgroup per service |
 //! | `services` | start every service, print `rampart-init: services started at <s>s` |
+//! | `audit` | the compliance self-check ([`crate::audit`]), print `rampart-init: audit: N passed, M failed` |
 //!
 //! The config is loaded before mounting because the tmpfs sizes come from it; it is a plain
 //! file on the read-only root, so reading it needs no mount. Every failure ends in
@@ -35,9 +41,11 @@ use rampart_config::{Action, ConfigError, HostConfig};
 
 use crate::cgroup::{self, CgroupError};
 use crate::event::{self, EventError};
+use crate::firewall::{self, FirewallError};
 use crate::kmod::{self, KmodError};
 use crate::log;
 use crate::mount::{self, MountError};
+use crate::network;
 use crate::shutdown::{self, ShutdownContext};
 use crate::supervisor::{self, Supervisor, SupervisorError};
 use crate::switchroot;
@@ -49,6 +57,8 @@ pub const CONFIG_PATH: &str = rampart_config::IMAGE_CONFIG_PATH;
 pub const MODULES_PATH: &str = rampart_config::IMAGE_MODULES_PATH;
 /// Where sysctls live.
 pub const PROC_SYS: &str = "/proc/sys";
+/// Where PID 1 writes its generated files (`firewall.nft`, `hosts`, `resolv.conf`).
+pub const RUN_DIR: &str = "/run/rampart";
 /// The cgroup2 mount of the base table.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// The root the base table is mounted under.
@@ -77,20 +87,32 @@ pub enum Step {
     Mount,
     /// Console fds and kmsg logging.
     Logging,
+    /// Check the required LSMs.
+    Lsm,
+    /// Check the running kernel command line.
+    Cmdline,
     /// Load the boot modules.
     Modules,
     /// Apply the sysctls.
     Sysctl,
     /// Disable module loading when configured.
     LockModules,
+    /// Raise the lockdown level.
+    Lockdown,
     /// Set the host name.
     Hostname,
+    /// Apply the firewall.
+    Firewall,
+    /// Configure the network.
+    Network,
     /// Set up the cgroup hierarchy.
     Cgroups,
     /// Create one cgroup per service.
     ServiceCgroups,
     /// Start the services.
     Services,
+    /// Run the compliance self-check.
+    Audit,
 }
 
 impl Step {
@@ -103,13 +125,19 @@ impl Step {
             Step::Config => "config",
             Step::Mount => "mount",
             Step::Logging => "logging",
+            Step::Lsm => "lsm",
+            Step::Cmdline => "cmdline",
             Step::Modules => "modules",
             Step::Sysctl => "sysctl",
             Step::LockModules => "lock-modules",
+            Step::Lockdown => "lockdown",
             Step::Hostname => "hostname",
+            Step::Firewall => "firewall",
+            Step::Network => "network",
             Step::Cgroups => "cgroups",
             Step::ServiceCgroups => "service-cgroups",
             Step::Services => "services",
+            Step::Audit => "audit",
         }
     }
 }
@@ -121,13 +149,19 @@ pub const STAGE1: &[Step] = &[
     Step::Config,
     Step::Mount,
     Step::Logging,
+    Step::Lsm,
+    Step::Cmdline,
     Step::Modules,
     Step::Sysctl,
     Step::LockModules,
+    Step::Lockdown,
     Step::Hostname,
+    Step::Firewall,
+    Step::Network,
     Step::Cgroups,
     Step::ServiceCgroups,
     Step::Services,
+    Step::Audit,
 ];
 
 /// Errors of the boot steps; the step itself is named by [`Step::name`].
@@ -173,6 +207,15 @@ pub enum BootError {
         /// The errno.
         source: Errno,
     },
+    /// The firewall could not be applied.
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+    /// A hardening check (LSMs, command line, lockdown) failed under `enforce`.
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
+    /// The compliance self-check found drift under `enforce`.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
     /// The cgroup setup failed.
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
@@ -223,6 +266,10 @@ pub fn run() -> ! {
     }
     let argv0 = std::env::args_os().next();
     if is_stage0(argv0.as_deref()) {
+        // A disk image's command line names a verity root: set it up and exec stage 1 there.
+        if let Err(err) = crate::disk::stage0() {
+            shutdown::fatal("disk", &err, &early_context());
+        }
         let err = match switchroot::stage0() {
             Ok(never) => match never {},
             Err(err) => err,
@@ -273,18 +320,26 @@ impl Boot {
             Step::Signals => event::block_signals()?,
             Step::Sanitise => sanitise()?,
             Step::Config => {
-                let cfg = rampart_config::load(Path::new(CONFIG_PATH))?;
+                let mut cfg = rampart_config::load(Path::new(CONFIG_PATH))?;
+                network::add_dhcp_services(&mut cfg, Path::new(CONFIG_PATH), Path::new(RUN_DIR));
                 self.ctx.failure_action = cfg.boot.failure_action;
                 self.ctx.timeout = cfg.boot.shutdown_timeout;
                 self.cfg = Some(cfg);
             }
             Step::Mount => {
-                let plan = mount::plan(self.cfg()?);
+                let state = crate::disk::state_from_args(std::env::args_os());
+                let plan = crate::disk::with_state(mount::plan(self.cfg()?), state.as_deref());
                 // Recorded before mounting, so a failure half-way unmounts what was mounted.
                 self.ctx.mounts = plan.clone();
                 mount::apply(&plan, Path::new(ROOT))?;
             }
             Step::Logging => open_logging(),
+            Step::Lsm => crate::security::lsm_step(&self.cfg()?.hardening, Path::new("/sys"))?,
+            Step::Cmdline => crate::security::cmdline_step(
+                &self.cfg()?.hardening,
+                Path::new(rampart_config::IMAGE_CMDLINE_PATH),
+                Path::new("/proc"),
+            )?,
             Step::Modules => {
                 let modules = kmod::read_list(Path::new(MODULES_PATH))?;
                 if modules.is_empty() && !self.cfg()?.kernel.modules.is_empty() {
@@ -299,7 +354,8 @@ impl Boot {
             }
             Step::Sysctl => {
                 let plan = sysctl::plan(self.cfg()?);
-                let report = sysctl::apply(&plan, Path::new(PROC_SYS))?;
+                let mode = self.cfg()?.hardening.mode.sysctl;
+                let report = crate::security::apply_sysctls(&plan, Path::new(PROC_SYS), mode)?;
                 tracing::info!(
                     "sysctl: {} set, {} missing on this kernel",
                     report.applied.len(),
@@ -307,10 +363,13 @@ impl Boot {
                 );
             }
             Step::LockModules => {
-                if self.cfg()?.kernel.lock_modules {
-                    sysctl::apply(&[sysctl::lock_modules_setting()], Path::new(PROC_SYS))?;
-                    tracing::info!("module loading disabled");
+                let cfg = self.cfg()?;
+                if cfg.kernel.lock_modules {
+                    crate::security::lock_modules_step(&cfg.hardening, Path::new(PROC_SYS))?;
                 }
+            }
+            Step::Lockdown => {
+                crate::security::lockdown_step(&self.cfg()?.hardening, Path::new("/sys"))?;
             }
             Step::Hostname => {
                 let name = &self.cfg()?.host.hostname;
@@ -319,6 +378,8 @@ impl Boot {
                     source,
                 })?;
             }
+            Step::Firewall => firewall_step(self.cfg()?)?,
+            Step::Network => network_step(self.cfg()?),
             Step::Cgroups => {
                 let plan = cgroup::plan(Path::new(CGROUP_ROOT), std::process::id());
                 cgroup::apply(&plan)?;
@@ -336,8 +397,67 @@ impl Boot {
                     .unwrap_or_else(|_| TimeSpec::new(0, 0));
                 log::console(&services_started_line(now));
             }
+            Step::Audit => {
+                crate::audit::boot_step(self.cfg()?)?;
+            }
         }
         Ok(())
+    }
+}
+
+/// Applies the firewall (fatal on failure: interfaces then stay down) and writes its rendering.
+fn firewall_step(cfg: &HostConfig) -> Result<(), BootError> {
+    let rs = firewall::plan(cfg);
+    let started = std::time::Instant::now();
+    firewall::apply(&rs)?;
+    let micros = started.elapsed().as_micros();
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .unwrap_or_else(|_| TimeSpec::new(0, 0));
+    log::console(&firewall_line(rs.rule_count(), micros, now));
+    let run = Path::new(RUN_DIR);
+    let written = std::fs::create_dir_all(run)
+        .map_err(|source| FirewallError::Write {
+            path: run.to_path_buf(),
+            source,
+        })
+        .and_then(|()| firewall::write_rendering(&rs, run));
+    if let Err(err) = written {
+        tracing::warn!("{err}");
+    }
+    Ok(())
+}
+
+/// `firewall applied (27 rules) in 0.412 ms at 1.234s` (without the `rampart-init: ` prefix).
+#[must_use]
+pub fn firewall_line(rules: usize, micros: u128, boottime: TimeSpec) -> String {
+    format!(
+        "firewall applied ({rules} rules) in {}.{:03} ms at {}.{:03}s",
+        micros / 1000,
+        micros % 1000,
+        boottime.tv_sec(),
+        boottime.tv_nsec() / 1_000_000
+    )
+}
+
+/// Brings up loopback and the configured interfaces and installs `/etc/hosts` and
+/// `/etc/resolv.conf`. Never fatal: failures are printed with the interface and the operation,
+/// and the host stays behind its firewall.
+fn network_step(cfg: &HostConfig) {
+    let run = Path::new(RUN_DIR);
+    if let Err(err) = network::install_files(run, &cfg.host.hostname, &cfg.network, true) {
+        log::console(&format!("network: error: {err}"));
+    }
+    let paths = network::Paths {
+        sys_class_net: PathBuf::from(network::SYS_CLASS_NET),
+        proc_sys: PathBuf::from(PROC_SYS),
+    };
+    let report = network::configure(
+        &network::plan(&cfg.network),
+        &paths,
+        network::APPEAR_TIMEOUT,
+    );
+    for line in network::report_lines(&report) {
+        log::console(&line);
     }
 }
 
@@ -404,13 +524,19 @@ mod tests {
             Step::Config,
             Step::Mount,
             Step::Logging,
+            Step::Lsm,
+            Step::Cmdline,
             Step::Modules,
             Step::Sysctl,
             Step::LockModules,
+            Step::Lockdown,
             Step::Hostname,
+            Step::Firewall,
+            Step::Network,
             Step::Cgroups,
             Step::ServiceCgroups,
             Step::Services,
+            Step::Audit,
         ];
         assert_eq!(STAGE1.len(), all.len());
         for step in all {
@@ -456,12 +582,50 @@ mod tests {
                 Step::Services,
                 "services start in their cgroup",
             ),
+            (Step::Modules, Step::Firewall, "nf_tables is a module"),
+            (
+                Step::Firewall,
+                Step::Network,
+                "no interface is up before the firewall",
+            ),
+            (
+                Step::Mount,
+                Step::Network,
+                "hosts and resolv.conf go to /run",
+            ),
+            (
+                Step::Network,
+                Step::Services,
+                "services start with a network",
+            ),
+            (Step::Mount, Step::Lsm, "securityfs is in the base table"),
+            (
+                Step::Lsm,
+                Step::Services,
+                "no service without the required LSMs",
+            ),
+            (
+                Step::LockModules,
+                Step::Lockdown,
+                "lockdown after the last kernel step",
+            ),
+            (Step::Lockdown, Step::Services, "no service before lockdown"),
+            (
+                Step::Lockdown,
+                Step::Network,
+                "a failed check stops before any interface is up",
+            ),
+            (
+                Step::Services,
+                Step::Audit,
+                "the audit checks running services",
+            ),
         ];
         for (earlier, later, why) in constraints {
             assert!(position(earlier) < position(later), "{why}");
         }
         assert_eq!(STAGE1.first(), Some(&Step::Signals));
-        assert_eq!(STAGE1.last(), Some(&Step::Services));
+        assert_eq!(STAGE1.last(), Some(&Step::Audit));
     }
 
     #[test]
@@ -490,6 +654,18 @@ mod tests {
         assert_eq!(
             log::console_record(&services_started_line(TimeSpec::new(3, 100_000_000))),
             "rampart-init: services started at 3.100s\n"
+        );
+    }
+
+    #[test]
+    fn firewall_line_shows_rules_duration_and_time() {
+        assert_eq!(
+            firewall_line(27, 412, TimeSpec::new(1, 234_000_000)),
+            "firewall applied (27 rules) in 0.412 ms at 1.234s"
+        );
+        assert_eq!(
+            firewall_line(1000, 28_400, TimeSpec::new(0, 5_000_000)),
+            "firewall applied (1000 rules) in 28.400 ms at 0.005s"
         );
     }
 

@@ -5,13 +5,19 @@
 //! Every kernel concern has its own module; each turns the validated host config into a plan
 //! (plain data) and applies it with as thin a layer of syscalls as possible.
 
+pub mod audit;
 pub mod boot;
 pub mod cgroup;
+pub mod dhcp;
+pub mod disk;
+pub mod dm;
 pub mod event;
 pub mod firewall;
 pub mod kmod;
 pub mod log;
 pub mod mount;
+pub mod network;
+pub mod security;
 pub mod shutdown;
 pub mod supervisor;
 pub mod switchroot;

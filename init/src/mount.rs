@@ -34,6 +34,10 @@ impl MountFlags {
     pub const NODEV: Self = Self(1 << 2);
     /// `noexec`: files cannot be executed.
     pub const NOEXEC: Self = Self(1 << 3);
+    /// `bind`: bind-mount `source` (a path under the root), then remount it with the other
+    /// flags (the kernel ignores them on the bind itself). Used for the state partition's
+    /// `/var/lib/containerd` ([`crate::disk::with_state`]).
+    pub const BIND: Self = Self(1 << 4);
 
     /// The union of two flag sets (usable in `const` tables).
     #[must_use]
@@ -56,6 +60,7 @@ impl MountFlags {
             (Self::NOSUID, MsFlags::MS_NOSUID),
             (Self::NODEV, MsFlags::MS_NODEV),
             (Self::NOEXEC, MsFlags::MS_NOEXEC),
+            (Self::BIND, MsFlags::MS_BIND),
         ] {
             if self.contains(ours) {
                 flags |= theirs;
@@ -434,8 +439,14 @@ pub fn mount_one(spec: &MountSpec, root: &Path) -> Result<(), MountError> {
         source,
     })?;
     let data = (!spec.data.is_empty()).then_some(spec.data.as_str());
+    let bind = spec.flags.contains(MountFlags::BIND);
+    let source_path = if bind {
+        under_root(root, Path::new(&spec.source))
+    } else {
+        PathBuf::from(&spec.source)
+    };
     nix::mount::mount(
-        Some(spec.source.as_str()),
+        Some(source_path.as_path()),
         &target,
         Some(spec.fstype.as_str()),
         spec.flags.ms_flags(),
@@ -446,6 +457,21 @@ pub fn mount_one(spec: &MountSpec, root: &Path) -> Result<(), MountError> {
         fstype: spec.fstype.clone(),
         source,
     })?;
+    if bind {
+        // The flags of a bind mount take effect only on a remount.
+        nix::mount::mount::<str, Path, str, str>(
+            None,
+            &target,
+            None,
+            MsFlags::MS_REMOUNT | spec.flags.ms_flags(),
+            None,
+        )
+        .map_err(|source| MountError::Mount {
+            target: target.clone(),
+            fstype: spec.fstype.clone(),
+            source,
+        })?;
+    }
     tracing::debug!(
         "mounted {} on {} ({}{}{})",
         spec.fstype,

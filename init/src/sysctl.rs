@@ -166,7 +166,9 @@ pub fn plan(cfg: &HostConfig) -> Vec<SysctlSetting> {
             )
         })
         .collect();
-    plan_from(cfg.kernel.sysctl_baseline, &overrides)
+    let mut plan = plan_from(cfg.kernel.sysctl_baseline, &overrides);
+    crate::security::hardening_sysctls(&mut plan, &cfg.hardening);
+    plan
 }
 
 /// The plan for explicit inputs: `overrides` are (key, path under `/proc/sys`, value).

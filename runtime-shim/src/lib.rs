@@ -7,13 +7,15 @@
 //! replaced atomically, [`bundle`]); what cannot is refused with a message on stderr and in
 //! runc's own log, where containerd finds it ([`runlog`]). Every decision is one line in the
 //! audit log ([`audit`]). Then it execs the real runc with the same argv (`argv[0]` = `runc`),
-//! so exit codes and signals pass through unchanged. Every other subcommand passes straight
+//! so exit codes and signals pass through unchanged; it runs a sealed in-memory copy of the
+//! real runc, which has no execute bit in the image ([`memexec`]). Every other subcommand passes straight
 //! through.
 
 pub mod args;
 pub mod audit;
 pub mod bundle;
 pub mod facts;
+pub mod memexec;
 pub mod policy;
 pub mod runlog;
 pub mod seccomp;
@@ -21,7 +23,6 @@ pub mod time;
 
 use std::convert::Infallible;
 use std::ffi::OsString;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -291,13 +292,14 @@ pub fn prepare(argv: &[OsString], settings: &Settings) -> Result<Plan, ShimError
 /// writing the error to runc's `--log` file (in its `--log-format`) when one was given.
 pub fn run(argv: &[OsString], settings: &Settings) -> Result<Infallible, ShimError> {
     let result: Result<Infallible, ShimError> = prepare(argv, settings).and_then(|plan| {
-        let mut cmd = std::process::Command::new(&plan.program);
-        cmd.arg0(plan.argv.first().cloned().unwrap_or_else(|| "runc".into()));
-        cmd.args(plan.argv.iter().skip(1));
-        let source = cmd.exec();
+        // A sealed in-memory copy: the real runc has no execute bit (see `memexec`).
+        let e = memexec::exec(&plan.program, &plan.argv);
         Err(ShimError::Exec {
             path: plan.program,
-            source,
+            source: match e {
+                Ok(never) => match never {},
+                Err(e) => e.into_io(),
+            },
         })
     });
     let Err(e) = result;

@@ -171,6 +171,8 @@ pub enum Rule {
     Rootfs,
     /// `hooks`.
     Hooks,
+    /// `linux.resources` limits (`pids.limit`, `memory.limit`).
+    Resources,
     /// The verdict for a whole spec or process.
     Policy,
 }
@@ -193,6 +195,7 @@ impl Rule {
             Rule::MountTypes => "mount-types",
             Rule::Rootfs => "rootfs",
             Rule::Hooks => "hooks",
+            Rule::Resources => "resources",
             Rule::Policy => "policy",
         }
     }
@@ -466,6 +469,7 @@ impl Policy {
                 self.user_namespaces(l, &mut cx);
                 self.devices(l, &mut cx);
                 self.seccomp(l, &mut cx);
+                self.resources(l, &mut cx);
                 ensure_paths(l, "maskedPaths", MASKED_PATHS, Rule::MaskedPaths, &mut cx);
                 ensure_paths(
                     l,
@@ -1107,6 +1111,71 @@ impl Policy {
         if let Some(detail) = replace {
             l.insert("seccomp".into(), seccomp::default_profile());
             cx.clamp(Rule::Seccomp, detail);
+        }
+    }
+}
+
+impl Policy {
+    /// Caps `linux.resources.pids.limit` at `default_pids_limit` (set when absent, zero or
+    /// negative, which mean no limit) and, with `default_memory_limit`, `memory.limit` the
+    /// same way.
+    fn resources(&self, l: &mut Map<String, Value>, cx: &mut Ctx) {
+        let resources = l.entry("resources").or_insert_with(|| json!({}));
+        if resources.is_null() {
+            *resources = json!({});
+        }
+        let Some(r) = resources.as_object_mut() else {
+            cx.refuse(Rule::Spec, "linux.resources is not an object");
+            return;
+        };
+        let limits = [
+            (
+                "pids",
+                Some(i64::from(self.config.default_pids_limit)),
+                "default_pids_limit",
+            ),
+            (
+                "memory",
+                self.config
+                    .default_memory_limit
+                    .and_then(|m| i64::try_from(m).ok()),
+                "default_memory_limit",
+            ),
+        ];
+        for (controller, max, key) in limits {
+            let Some(max) = max else { continue };
+            let entry = r.entry(controller).or_insert_with(|| json!({}));
+            if entry.is_null() {
+                *entry = json!({});
+            }
+            let Some(obj) = entry.as_object_mut() else {
+                cx.refuse(
+                    Rule::Spec,
+                    format!("linux.resources.{controller} is not an object"),
+                );
+                continue;
+            };
+            let current = obj.get("limit");
+            let was = match current {
+                None | Some(Value::Null) => "none".to_owned(),
+                Some(v) => match v.as_i64() {
+                    Some(n) if n > 0 && n <= max => continue,
+                    Some(n) if n > 0 => n.to_string(),
+                    Some(n) => format!("{n} (no limit)"),
+                    None => {
+                        cx.refuse(
+                            Rule::Spec,
+                            format!("linux.resources.{controller}.limit is not an integer"),
+                        );
+                        continue;
+                    }
+                },
+            };
+            obj.insert("limit".to_owned(), json!(max));
+            cx.clamp(
+                Rule::Resources,
+                format!("{controller}.limit set to {max} (was {was}); raise it with {key}"),
+            );
         }
     }
 }

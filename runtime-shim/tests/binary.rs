@@ -175,6 +175,7 @@ fn create_clamps_the_spec_atomically_and_passes_argv_through() {
             "capabilities",
             "oom-score-adj",
             "seccomp",
+            "resources",
             "masked-paths",
             "readonly-paths",
             "policy"

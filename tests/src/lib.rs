@@ -9,8 +9,11 @@
 //! - [`harness`]: host side: locates the binaries and the kernel, writes test host files,
 //!   builds images with `rampart-image build` and boots them with `rampart-image boot`.
 
+pub mod containerd;
 pub mod expect;
 pub mod guest;
+pub mod hardening;
 pub mod harness;
+pub mod network;
 pub mod plansh;
 pub mod report;

@@ -139,10 +139,20 @@ fn every_planned_mount_has_its_exact_flags() {
         problems.join("\n  "),
         report.mounts
     );
-    // Nothing is mounted beyond the plan and the root (no debugfs, no tracefs).
+    // Nothing is mounted beyond the plan, the root and the network step's read-only binds of the
+    // generated /etc/hosts and /etc/resolv.conf (no debugfs, no tracefs).
+    let binds = [
+        rampart_init::network::files::ETC_HOSTS,
+        rampart_init::network::files::ETC_RESOLV,
+    ];
+    for target in binds {
+        let m = mount_at(&report.mounts, target).unwrap();
+        assert!(m.options.iter().any(|o| o == "ro"), "{m:?}");
+    }
     let planned: Vec<String> = plan
         .iter()
         .map(|s| s.target.to_string_lossy().into_owned())
+        .chain(binds.iter().map(|b| (*b).to_owned()))
         .collect();
     let extra: Vec<&str> = report
         .mounts

@@ -10,6 +10,7 @@ pub mod netlink;
 #[cfg(test)]
 mod netns_tests;
 pub mod plan;
+pub mod readback;
 pub mod render;
 
 pub use netlink::NetlinkError;

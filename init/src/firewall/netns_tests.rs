@@ -55,8 +55,10 @@ impl NetNs {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("rfw-{}-{n}", std::process::id());
         run(&["ip", "netns", "add", &name]);
-        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        NetNs { name }
+        // Built before anything else can fail, so Drop removes the namespace in every case.
+        let ns = NetNs { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
     }
 
     fn ip(&self, args: &[&str]) {

@@ -38,6 +38,7 @@ fn run(args: &[&str]) -> Result<()> {
         [] | ["report"] => report(),
         ["orphans", count] => orphans(count.parse().context("orphans COUNT")?),
         ["rss"] => rss(),
+        ["finit-module", path] => rampart_tests::hardening::finit_cli(Path::new(path)),
         ["plan-sh", config, dir] => plan_sh(Path::new(config), Path::new(dir)),
         ["host-toml", example, checker, args @ ..] => {
             let text = harness::host_from_example(

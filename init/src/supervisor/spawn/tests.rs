@@ -375,7 +375,7 @@ fn mount_namespace_read_only_root_private_tmp_and_writable_paths() {
          touch {w}/ok && echo writable-ok; \
          touch /tmp/private && echo tmp-ok; \
          [ \"$(ls -A /tmp)\" = private ] && echo tmp-empty; \
-         grep -q ' / / ro,' /proc/self/mountinfo && echo root-ro; \
+         awk '$5 == \"/\" && $6 ~ /^ro(,|$)/ {{ f = 1 }} END {{ exit !f }}' /proc/self/mountinfo && echo root-ro; \
          pwd"
     );
     let mut s = service(&["/bin/sh", "-c", &script]);
