@@ -11,4 +11,4 @@ bin=target/x86_64-unknown-linux-gnu/release
 echo "demo: building the default image into out/default"
 "$bin/rampart-image" build --config examples/host.toml --out out/default
 echo "demo: booting out/default in QEMU (the guest powers off by itself)"
-exec "$bin/rampart-image" boot out/default "$@"
+exec "$bin/rampart-image" boot out/default --memory 2048 "$@"

@@ -11,6 +11,7 @@ mod error;
 pub mod firewall;
 pub mod hardening;
 pub mod network;
+pub mod oci;
 pub mod policy;
 mod raw;
 pub mod service;
@@ -121,6 +122,8 @@ pub struct Image {
     pub modules: Option<PathBuf>,
     /// Extra files.
     pub files: Vec<ImageFile>,
+    /// `[[image.oci]]`: OCI image archives built from one static binary each.
+    pub oci: Vec<oci::OciImage>,
 }
 
 /// One `[[image.files]]` entry.
@@ -451,10 +454,12 @@ impl Validator<'_> {
                 });
             }
         }
+        let oci = self.oci(&raw.oci, base);
         Image {
             kernel,
             modules,
             files,
+            oci,
         }
     }
 }

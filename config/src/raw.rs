@@ -102,6 +102,8 @@ pub(crate) struct RawImage {
     pub modules: Option<Spanned<String>>,
     #[serde(default)]
     pub files: Vec<RawImageFile>,
+    #[serde(default)]
+    pub oci: Vec<crate::oci::RawOciImage>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -120,6 +120,13 @@ pub enum BuildError {
         #[from]
         source: CpioError,
     },
+    /// An `[[image.oci]]` archive could not be built.
+    #[error("{source}")]
+    Oci {
+        /// The underlying error.
+        #[from]
+        source: crate::oci::OciError,
+    },
     /// The manifest could not be produced.
     #[error("{source}")]
     Manifest {
@@ -251,6 +258,8 @@ pub fn resolve_inputs(
     }
     let files = crate::network::image_files(cfg, &cfg.image.files, &init);
     let files = crate::containerd::image_files(cfg, &files, &init);
+    let files = crate::oci::image_files(cfg, &files, &init);
+    host_binaries.retain(|(_, b)| !files.iter().any(|f| f.target == *b));
     Ok(Inputs {
         config: req.config.clone(),
         kernel,
@@ -444,6 +453,7 @@ pub fn plan_image(inputs: &Inputs) -> Result<Plan, BuildError> {
     }
     crate::network::add_bind_targets(&mut a)?;
     crate::containerd::add_to_archive(&mut a, &inputs.config)?;
+    crate::oci::add_to_archive(&mut a, &inputs.config, &inputs.init)?;
     Ok(Plan {
         archive: a,
         modules,

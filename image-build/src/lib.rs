@@ -16,4 +16,5 @@ pub mod kernel;
 pub mod kmod;
 pub mod manifest;
 pub mod network;
+pub mod oci;
 pub mod qemu;

@@ -328,7 +328,12 @@ impl Boot {
             }
             Step::Mount => {
                 let state = crate::disk::state_from_args(std::env::args_os());
-                let plan = crate::disk::with_state(mount::plan(self.cfg()?), state.as_deref());
+                let cfg = self.cfg()?;
+                let plan = crate::disk::with_state(
+                    mount::plan(cfg),
+                    state.as_deref(),
+                    crate::disk::containerd_on_state(cfg),
+                );
                 // Recorded before mounting, so a failure half-way unmounts what was mounted.
                 self.ctx.mounts = plan.clone();
                 mount::apply(&plan, Path::new(ROOT))?;

@@ -18,8 +18,9 @@
 //!    and execs `/sbin/init rampart.state=/dev/<state>`.
 //!
 //! Stage 1 reads that argument ([`state_from_args`]) and mounts the state partition at `/var`
-//! in place of the `/var` tmpfs rows of the base table ([`with_state`]), so the state mount
-//! is in the mount plan and shutdown unmounts it.
+//! in place of the `/var` tmpfs rows of the base table ([`with_state`]; `/var/lib/containerd`
+//! too with `[containerd] state = "disk"`), so the state mounts are in the mount plan and
+//! shutdown unmounts them.
 
 use std::ffi::{CStr, CString, OsString};
 use std::fs;
@@ -665,34 +666,41 @@ pub fn state_from_args(args: impl Iterator<Item = OsString>) -> Option<PathBuf> 
 }
 
 /// The mount plan with the state partition at `/var`, when there is one: `/var` becomes the
-/// ext4 state (`nosuid,nodev,noexec`), `/var/log` lives on it, `/var/lib/containerd` becomes
-/// a bind mount of the directory on it, remounted `nosuid,nodev` with exec (container root
-/// file systems run from there). `/var/tmp` stays a tmpfs.
+/// ext4 state (`nosuid,nodev,noexec`); `/var/log` a bind mount of the directory on it (same
+/// flags, so services may name it in `writable_paths`); `/var/lib/containerd`, when
+/// `containerd_on_state` (`[containerd] state = "disk"`), a bind mount of the directory on it
+/// remounted `nosuid,nodev` with exec (container root file systems run from there), else its
+/// tmpfs row stays. `/var/tmp` stays a tmpfs.
 #[must_use]
-pub fn with_state(plan: Vec<MountSpec>, state: Option<&Path>) -> Vec<MountSpec> {
+pub fn with_state(
+    plan: Vec<MountSpec>,
+    state: Option<&Path>,
+    containerd_on_state: bool,
+) -> Vec<MountSpec> {
     let Some(device) = state else {
         return plan;
     };
     let nosuid_nodev = MountFlags::NOSUID.union(MountFlags::NODEV);
+    let bind = |spec: MountSpec, flags: MountFlags| MountSpec {
+        source: spec.target.to_string_lossy().into_owned(),
+        target: spec.target,
+        // Ignored by a bind mount; what /proc/self/mountinfo shows for it.
+        fstype: STATE_FSTYPE.to_owned(),
+        flags: flags.union(MountFlags::BIND),
+        data: String::new(),
+    };
     plan.into_iter()
-        .filter_map(|spec| match spec.target.to_str() {
-            Some("/var") => Some(MountSpec {
+        .map(|spec| match spec.target.to_str() {
+            Some("/var") => MountSpec {
                 source: device.to_string_lossy().into_owned(),
                 target: spec.target,
                 fstype: STATE_FSTYPE.to_owned(),
                 flags: nosuid_nodev.union(MountFlags::NOEXEC),
                 data: "errors=remount-ro".to_owned(),
-            }),
-            Some("/var/log") => None,
-            Some("/var/lib/containerd") => Some(MountSpec {
-                source: "/var/lib/containerd".to_owned(),
-                target: spec.target,
-                // Ignored by a bind mount; what /proc/self/mountinfo shows for it.
-                fstype: STATE_FSTYPE.to_owned(),
-                flags: nosuid_nodev.union(MountFlags::BIND),
-                data: String::new(),
-            }),
-            _ => Some(spec),
+            },
+            Some("/var/log") => bind(spec, nosuid_nodev.union(MountFlags::NOEXEC)),
+            Some("/var/lib/containerd") if containerd_on_state => bind(spec, nosuid_nodev),
+            _ => spec,
         })
         .collect()
 }
@@ -710,7 +718,14 @@ pub fn expected_plan(cfg: &rampart_config::HostConfig, proc: &Path) -> Vec<Mount
     with_state(
         crate::mount::plan(cfg),
         disk.then_some(Path::new("/dev/state")),
+        containerd_on_state(cfg),
     )
+}
+
+/// Whether `/var/lib/containerd` goes on the state partition (`[containerd] state = "disk"`).
+#[must_use]
+pub fn containerd_on_state(cfg: &rampart_config::HostConfig) -> bool {
+    cfg.containerd.state == rampart_config::containerd::StateStorage::Disk
 }
 
 fn mount(
@@ -1164,10 +1179,10 @@ mod tests {
             tmp: 1 << 20,
             var: 1 << 20,
         });
-        assert_eq!(with_state(plan.clone(), None), plan);
-        let s = with_state(plan.clone(), Some(Path::new("/dev/vda4")));
-        let at = |t: &str| s.iter().find(|m| m.target == Path::new(t)).cloned();
-        let var = at("/var").unwrap();
+        assert_eq!(with_state(plan.clone(), None, true), plan);
+        let s = with_state(plan.clone(), Some(Path::new("/dev/vda4")), true);
+        let at = |s: &[MountSpec], t: &str| s.iter().find(|m| m.target == Path::new(t)).cloned();
+        let var = at(&s, "/var").unwrap();
         assert_eq!(
             (var.source.as_str(), var.fstype.as_str()),
             ("/dev/vda4", "ext4")
@@ -1176,14 +1191,26 @@ mod tests {
             var.flags.mountinfo_options(),
             "rw,nosuid,nodev,noexec,relatime"
         );
-        assert!(at("/var/log").is_none());
-        let c = at("/var/lib/containerd").unwrap();
+        let log = at(&s, "/var/log").unwrap();
+        assert!(log.flags.contains(MountFlags::BIND));
+        assert_eq!(
+            log.flags.mountinfo_options(),
+            "rw,nosuid,nodev,noexec,relatime"
+        );
+        let c = at(&s, "/var/lib/containerd").unwrap();
         assert!(c.flags.contains(MountFlags::BIND));
+        assert_eq!(c.source, "/var/lib/containerd");
         assert_eq!(c.flags.mountinfo_options(), "rw,nosuid,nodev,relatime");
-        assert_eq!(at("/var/tmp").unwrap().fstype, "tmpfs");
+        assert_eq!(at(&s, "/var/tmp").unwrap().fstype, "tmpfs");
         // Order kept: /var before what is below it.
         let pos = |t: &str| s.iter().position(|m| m.target == Path::new(t)).unwrap();
         assert!(pos("/var") < pos("/var/tmp") && pos("/var") < pos("/var/lib/containerd"));
-        assert_eq!(s.len(), plan.len() - 1);
+        assert_eq!(s.len(), plan.len());
+        // containerd on its tmpfs: that row stays.
+        let t = with_state(plan.clone(), Some(Path::new("/dev/vda4")), false);
+        assert_eq!(
+            at(&t, "/var/lib/containerd"),
+            at(&plan, "/var/lib/containerd")
+        );
     }
 }

@@ -88,6 +88,35 @@ fn host_text() -> String {
         "writable_paths".into(),
         toml::Value::Array(vec![toml::Value::String("/var/lib".into())]),
     );
+    // containerd's root on the state partition (the bind mount with exec).
+    if let Some(c) = doc
+        .get_mut("containerd")
+        .and_then(toml::Value::as_table_mut)
+    {
+        c.insert("state".into(), toml::Value::String("disk".into()));
+    }
+    // The example's containerd service runs too, and the checker waits until it is ready, so
+    // the boot shows a UEFI disk reaching containerd ready.
+    let example: toml::Table = std::fs::read_to_string(&env.example)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let containerd = example
+        .get("service")
+        .and_then(toml::Value::as_array)
+        .and_then(|s| {
+            s.iter()
+                .find(|t| t.get("name").and_then(toml::Value::as_str) == Some("containerd"))
+        })
+        .cloned();
+    if let Some(containerd) = containerd {
+        let services = doc.get_mut("service").unwrap().as_array_mut().unwrap();
+        services[0].as_table_mut().unwrap().insert(
+            "after".into(),
+            toml::Value::Array(vec![toml::Value::String("containerd".into())]),
+        );
+        services.insert(0, containerd);
+    }
     toml::to_string(&doc).unwrap()
 }
 
@@ -180,7 +209,7 @@ fn disk_image_builds_reproducibly_boots_verified_and_keeps_state() {
     // Boot 1 and 2 on a copy of the built disk: the second sees the first's file.
     let run = dir.join("run");
     copy_image(&one, &run);
-    let first = harness::boot(env, &run, "disk-first").unwrap();
+    let first = rampart_tests::containerd::boot(env, &run, "disk-first").unwrap();
     let console = first.console();
     assert!(
         first.output.status.success(),
@@ -191,6 +220,7 @@ fn disk_image_builds_reproducibly_boots_verified_and_keeps_state() {
     for line in [
         "rampart-init: services started at ",
         "DISK-MARKER written",
+        "rampart-init: service ready service=containerd",
         "rampart-init: poweroff",
     ] {
         assert!(console.contains(line), "no `{line}`\n{}", first.tail(80));
@@ -208,6 +238,7 @@ fn disk_image_builds_reproducibly_boots_verified_and_keeps_state() {
     let plan = rampart_init::disk::with_state(
         rampart_init::mount::plan(&cfg),
         var_source.as_deref().map(Path::new),
+        rampart_init::disk::containerd_on_state(&cfg),
     );
     let problems = check_mounts(&plan, &report.mounts);
     assert!(
@@ -223,10 +254,13 @@ fn disk_image_builds_reproducibly_boots_verified_and_keeps_state() {
         assert!(var.has_option(opt), "/var lacks {opt}: {var:?}");
     }
     let containerd = mount_at(&report.mounts, "/var/lib/containerd").unwrap();
+    if rampart_init::disk::containerd_on_state(&cfg) {
+        assert_eq!(containerd.fstype, "ext4", "{containerd:?}");
+    }
     assert!(!containerd.has_option("noexec"), "{containerd:?}");
     assert!(containerd.has_option("nosuid") && containerd.has_option("nodev"));
 
-    let second = harness::boot(env, &run, "disk-second").unwrap();
+    let second = rampart_tests::containerd::boot(env, &run, "disk-second").unwrap();
     assert!(
         second.output.status.success(),
         "second boot failed ({})\n{}",

@@ -527,9 +527,17 @@ pub fn build_inputs(
     {
         let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
         f.set_len(layout.disk_size()).map_err(io(&tmp))?;
+        // The file starts as zeros (set_len): zero runs are skipped, so disk.raw is sparse.
         let mut put = |offset: u64, bytes: &[u8]| -> Result<(), DiskError> {
-            f.seek(SeekFrom::Start(offset)).map_err(io(&tmp))?;
-            f.write_all(bytes).map_err(io(&tmp))
+            for (i, chunk) in bytes.chunks(64 << 10).enumerate() {
+                if chunk.iter().all(|b| *b == 0) {
+                    continue;
+                }
+                f.seek(SeekFrom::Start(offset + (i as u64) * (64 << 10)))
+                    .map_err(io(&tmp))?;
+                f.write_all(chunk).map_err(io(&tmp))?;
+            }
+            Ok(())
         };
         put(0, &layout.primary())?;
         for (p, c) in layout.partitions.iter().zip(contents) {
