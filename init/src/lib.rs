@@ -16,6 +16,7 @@ pub mod firewall;
 pub mod kmod;
 pub mod log;
 pub mod mount;
+pub mod netlink;
 pub mod network;
 pub mod security;
 pub mod shutdown;

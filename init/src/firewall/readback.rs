@@ -7,7 +7,7 @@
 //! over encoded messages; [`read_table`] is the thin socket layer.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::netlink::msg::{Buf, NLMSG_HDRLEN, NLM_F_REQUEST};
 use super::netlink::{NFNL_SUBSYS_NFTABLES, NFPROTO_INET};
@@ -293,38 +293,16 @@ pub fn dump_request(msg: u16, seq: u32) -> Vec<u8> {
 }
 
 fn open_socket() -> Result<OwnedFd, ReadbackError> {
-    let sock = |step, source| ReadbackError::Socket { step, source };
-    // SAFETY: plain socket(2) call; the result is checked before use.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_NETFILTER,
-        )
-    };
-    if raw < 0 {
-        return Err(sock("socket", io::Error::last_os_error()));
-    }
-    // SAFETY: `raw` is a freshly created descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let tv = libc::timeval {
-        tv_sec: 5,
-        tv_usec: 0,
-    };
-    // SAFETY: `tv` lives across the call and its size is passed.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(sock("SO_RCVTIMEO", io::Error::last_os_error()));
-    }
-    Ok(fd)
+    crate::netlink::open(
+        libc::NETLINK_NETFILTER,
+        crate::netlink::Options {
+            bind: false,
+            cap_ack: None,
+            ext_ack: false,
+            recv_timeout: std::time::Duration::from_secs(5),
+        },
+    )
+    .map_err(|(step, source)| ReadbackError::Socket { step, source })
 }
 
 /// Sends one dump request and collects every item until `NLMSG_DONE`.

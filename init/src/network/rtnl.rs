@@ -8,7 +8,7 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use rampart_config::firewall::Cidr;
 use rampart_config::network::InterfaceAddress;
@@ -370,65 +370,16 @@ pub struct Socket {
 impl Socket {
     /// Opens and binds the socket in the calling thread's network namespace.
     pub fn open() -> Result<Self, RtnlError> {
-        let sock = |step, source| RtnlError::Socket { step, source };
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if raw < 0 {
-            return Err(sock("socket", io::Error::last_os_error()));
-        }
-        // SAFETY: `raw` is a freshly created descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: sockaddr_nl is plain data; all-zero is a valid value.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: `addr` is a valid sockaddr_nl and its size is passed.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(sock("bind", io::Error::last_os_error()));
-        }
-        let one: libc::c_int = 1;
-        for opt in [libc::NETLINK_CAP_ACK, libc::NETLINK_EXT_ACK] {
-            // SAFETY: `one` lives across the call and its size is passed. Failure only loses
-            // the extended message, so it is ignored.
-            unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_NETLINK,
-                    opt,
-                    (&one as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-        }
-        let tv = libc::timeval {
-            tv_sec: 5,
-            tv_usec: 0,
-        };
-        // SAFETY: `tv` lives across the call and its size is passed.
-        let r = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(sock("SO_RCVTIMEO", io::Error::last_os_error()));
-        }
+        let fd = crate::netlink::open(
+            libc::NETLINK_ROUTE,
+            crate::netlink::Options {
+                bind: true,
+                cap_ack: Some(false),
+                ext_ack: true,
+                recv_timeout: std::time::Duration::from_secs(5),
+            },
+        )
+        .map_err(|(step, source)| RtnlError::Socket { step, source })?;
         Ok(Socket { fd, seq: 1 })
     }
 

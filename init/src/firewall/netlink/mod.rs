@@ -22,7 +22,7 @@ use super::plan::{Chain, ChainKind, Hook, Policy, Rule, Ruleset};
 use expr::Expr;
 use msg::{Buf, NLMSG_HDRLEN, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 /// `NFNL_SUBSYS_NFTABLES`.
 pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -337,82 +337,19 @@ pub struct Socket {
     fd: OwnedFd,
 }
 
-fn setsockopt_int(
-    fd: &OwnedFd,
-    level: libc::c_int,
-    opt: libc::c_int,
-    v: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: `v` lives across the call and its size is passed; the fd is open.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            opt,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 impl Socket {
     /// Opens and binds a `NETLINK_NETFILTER` socket (in the calling thread's network namespace).
     pub fn open() -> Result<Self, NetlinkError> {
-        let sock = |step, source| NetlinkError::Socket { step, source };
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_NETFILTER,
-            )
-        };
-        if raw < 0 {
-            return Err(sock("socket", io::Error::last_os_error()));
-        }
-        // SAFETY: `raw` is a freshly created descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: sockaddr_nl is plain data; all-zero is a valid value.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: `addr` is a valid sockaddr_nl and its size is passed.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(sock("bind", io::Error::last_os_error()));
-        }
-        // Errors carry only the failing header, plus the kernel's message.
-        setsockopt_int(&fd, libc::SOL_NETLINK, libc::NETLINK_CAP_ACK, 1)
-            .map_err(|e| sock("NETLINK_CAP_ACK", e))?;
-        // Older kernels lack extended acks: not an error.
-        let _ = setsockopt_int(&fd, libc::SOL_NETLINK, libc::NETLINK_EXT_ACK, 1);
-        let tv = libc::timeval {
-            tv_sec: 10,
-            tv_usec: 0,
-        };
-        // SAFETY: `tv` lives across the call and its size is passed.
-        let r = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(sock("SO_RCVTIMEO", io::Error::last_os_error()));
-        }
+        let fd = crate::netlink::open(
+            libc::NETLINK_NETFILTER,
+            crate::netlink::Options {
+                bind: true,
+                cap_ack: Some(true),
+                ext_ack: true,
+                recv_timeout: std::time::Duration::from_secs(10),
+            },
+        )
+        .map_err(|(step, source)| NetlinkError::Socket { step, source })?;
         Ok(Socket { fd })
     }
 
@@ -427,8 +364,8 @@ impl Socket {
             (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, want_snd, "SO_SNDBUF"),
             (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, want_rcv, "SO_RCVBUF"),
         ] {
-            if setsockopt_int(&self.fd, libc::SOL_SOCKET, force, v).is_err() {
-                setsockopt_int(&self.fd, libc::SOL_SOCKET, plain, v)
+            if crate::netlink::setsockopt_int(&self.fd, libc::SOL_SOCKET, force, v).is_err() {
+                crate::netlink::setsockopt_int(&self.fd, libc::SOL_SOCKET, plain, v)
                     .map_err(|source| NetlinkError::Socket { step, source })?;
             }
         }
