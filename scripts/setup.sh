@@ -27,6 +27,8 @@ if ! command -v cargo >/dev/null 2>&1 && ! [ -x "$HOME/.cargo/bin/cargo" ]; then
 fi
 # Disk images (--format disk): UEFI stub, file system tools, objcopy, OVMF, qemu-img; veritysetup for tests.
 packages+=(systemd-boot-efi squashfs-tools dosfstools mtools e2fsprogs binutils ovmf qemu-utils cryptsetup-bin)
+# AppArmor profiles are compiled at image build time (apparmor_parser).
+packages+=(apparmor)
 if [ "${RAMPART_SKIP_APT:-0}" = 1 ]; then
   say "skipping apt (RAMPART_SKIP_APT=1)"
 else

@@ -24,6 +24,25 @@ use crate::Validator;
 /// Where the expected kernel command line lives inside an image, one item per line.
 pub const IMAGE_CMDLINE_PATH: &str = "/etc/rampart/cmdline";
 
+/// Where the compiled AppArmor profiles live inside an image (`NAME.bin`, loaded at boot
+/// when `apparmor` is in `lsm`).
+pub const IMAGE_APPARMOR_DIR: &str = "/etc/rampart/apparmor";
+
+/// Checks an AppArmor profile name (`[[service]] apparmor_profile`,
+/// `[container_policy] apparmor_profile`): 1 to 64 characters out of letters, digits, `-`,
+/// `_` and `.`, not starting with `.` or `-`.
+pub fn check_profile_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if name.is_empty() || name.len() > 64 || !ok_chars || name.starts_with(['.', '-']) {
+        return Err(format!(
+            "`{name}` is not an AppArmor profile name (1 to 64 letters, digits, `-`, `_`, `.`)"
+        ));
+    }
+    Ok(())
+}
+
 /// The LSMs required when `lsm` is not given.
 pub const DEFAULT_LSMS: &[&str] = &["landlock", "lockdown", "yama", "apparmor"];
 
@@ -200,6 +219,8 @@ pub struct Modes {
     pub lock_modules: Mode,
     /// The compliance self-check run as the last boot step.
     pub audit: Mode,
+    /// Loading the image's AppArmor profiles (when `apparmor` is in `lsm`).
+    pub apparmor: Mode,
 }
 
 impl Default for Modes {
@@ -211,6 +232,7 @@ impl Default for Modes {
             sysctl: Mode::Enforce,
             lock_modules: Mode::Enforce,
             audit: Mode::Enforce,
+            apparmor: Mode::Enforce,
         }
     }
 }
@@ -320,6 +342,7 @@ pub(crate) struct RawModes {
     pub sysctl: Option<Spanned<String>>,
     pub lock_modules: Option<Spanned<String>>,
     pub audit: Option<Spanned<String>>,
+    pub apparmor: Option<Spanned<String>>,
 }
 
 /// What other sections said that `[hardening]` must agree with, taken from the raw file
@@ -544,6 +567,7 @@ impl Validator<'_> {
                     Mode::Enforce,
                 ),
                 audit: self.mode("hardening.mode.audit", &raw.mode.audit, Mode::Enforce),
+                apparmor: self.mode("hardening.mode.apparmor", &raw.mode.apparmor, Mode::Enforce),
             },
         };
         let taken = hardened_keys(&h);
@@ -904,6 +928,52 @@ audit = "warn"
         assert_eq!(h.ptrace_scope, 1);
         let h = hardening("[kernel.sysctl]\n\"user.max_user_namespaces\" = 50\n");
         assert_eq!(h.max_user_namespaces, Some(50));
+    }
+
+    #[test]
+    fn apparmor_keys() {
+        assert_eq!(Hardening::default().mode.apparmor, Mode::Enforce);
+        let h = hardening("[hardening.mode]\napparmor = \"warn\"\n");
+        assert_eq!(h.mode.apparmor, Mode::Warn);
+        let text = "[[service]]\nname = \"a\"\nexec = [\"/bin/a\"]\napparmor_profile = \"rampart-containerd\"\n";
+        let cfg = parse(text, Path::new("/cfg/host.toml")).unwrap();
+        assert_eq!(
+            cfg.services[0].apparmor_profile.as_deref(),
+            Some("rampart-containerd")
+        );
+        assert_eq!(
+            cfg.container_policy.apparmor_profile.as_deref(),
+            Some("rampart-default")
+        );
+        let cfg = parse(
+            "[container_policy]\napparmor_profile = \"\"\n",
+            Path::new("/cfg/host.toml"),
+        )
+        .unwrap();
+        assert_eq!(cfg.container_policy.apparmor_profile, None);
+        for (text, key) in [
+            (
+                "[[service]]\nname = \"a\"\nexec = [\"/bin/a\"]\napparmor_profile = \"a b\"\n",
+                "service[0].apparmor_profile",
+            ),
+            (
+                "[container_policy]\napparmor_profile = \"-x\"\n",
+                "container_policy.apparmor_profile",
+            ),
+        ] {
+            let ps = problems(text);
+            assert!(
+                ps.iter()
+                    .any(|p| p.key == key && p.message.contains("AppArmor")),
+                "{text}: {ps:?}"
+            );
+        }
+        for name in ["rampart-default", "a.b_c", "x"] {
+            assert!(check_profile_name(name).is_ok(), "{name}");
+        }
+        for name in ["", ".x", "-x", "a/b", "a b", &"x".repeat(65)] {
+            assert!(check_profile_name(name).is_err(), "{name}");
+        }
     }
 
     #[test]

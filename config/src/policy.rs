@@ -96,7 +96,14 @@ pub struct ContainerPolicy {
     /// `linux.resources.memory.limit` (bytes) of every container without a lower one; `None`
     /// leaves the spec's own (or none).
     pub default_memory_limit: Option<u64>,
+    /// The AppArmor profile (`process.apparmorProfile`) of every container whose spec names
+    /// none; `None` (written `apparmor_profile = ""`) leaves such specs unconfined.
+    pub apparmor_profile: Option<String>,
 }
+
+/// `apparmor_profile` when the host file does not say: the profile the image compiles from
+/// `image-build/apparmor/rampart-default`.
+pub const DEFAULT_APPARMOR_PROFILE: &str = "rampart-default";
 
 /// `default_pids_limit` when the host file does not say.
 pub const DEFAULT_PIDS_LIMIT: u32 = 1024;
@@ -117,6 +124,7 @@ impl Default for ContainerPolicy {
             min_oom_score_adj: 0,
             default_pids_limit: DEFAULT_PIDS_LIMIT,
             default_memory_limit: None,
+            apparmor_profile: Some(DEFAULT_APPARMOR_PROFILE.to_owned()),
         }
     }
 }
@@ -350,6 +358,7 @@ pub(crate) struct RawContainerPolicy {
     pub min_oom_score_adj: Option<Spanned<i64>>,
     pub default_pids_limit: Option<Spanned<i64>>,
     pub default_memory_limit: Option<Spanned<crate::raw::RawSize>>,
+    pub apparmor_profile: Option<Spanned<String>>,
 }
 
 /// Checks an absolute, normalised host path (`/` itself allowed).
@@ -529,6 +538,13 @@ impl Validator<'_> {
                 }
             }
         });
+        let apparmor_profile = match &raw.apparmor_profile {
+            None => d.apparmor_profile.clone(),
+            Some(v) if v.get_ref().is_empty() => None,
+            Some(v) => self.check("container_policy.apparmor_profile", v, |p| {
+                crate::hardening::check_profile_name(p).map(|()| p.to_owned())
+            }),
+        };
         ContainerPolicy {
             real_runc,
             audit_log,
@@ -543,6 +559,7 @@ impl Validator<'_> {
             min_oom_score_adj,
             default_pids_limit,
             default_memory_limit,
+            apparmor_profile,
         }
     }
 }

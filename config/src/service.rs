@@ -277,6 +277,9 @@ pub struct Service {
     pub landlock: Option<Landlock>,
     /// `/proc/self/oom_score_adj`.
     pub oom_score_adj: Option<i32>,
+    /// The AppArmor profile it is started under (`exec NAME` written to
+    /// `/proc/self/attr/apparmor/exec` before `execve`); `None`: unconfined.
+    pub apparmor_profile: Option<String>,
     /// Its cgroup's limits.
     pub limits: Limits,
 }
@@ -306,6 +309,7 @@ impl Service {
             seccomp: None,
             landlock: None,
             oom_score_adj: None,
+            apparmor_profile: None,
             limits: Limits::default(),
         }
     }
@@ -414,6 +418,7 @@ pub(crate) struct RawService {
     pub seccomp: Option<Spanned<String>>,
     pub landlock: Option<Spanned<RawLandlock>>,
     pub oom_score_adj: Option<Spanned<i64>>,
+    pub apparmor_profile: Option<Spanned<String>>,
     pub memory_max: Option<Spanned<RawSize>>,
     pub memory_high: Option<Spanned<RawSize>>,
     pub pids_max: Option<Spanned<i64>>,
@@ -892,6 +897,11 @@ impl Validator<'_> {
             svc.landlock = Some(Landlock {
                 read_only,
                 read_write,
+            });
+        }
+        if let Some(v) = &s.apparmor_profile {
+            svc.apparmor_profile = self.check(&format!("{prefix}.apparmor_profile"), v, |p| {
+                crate::hardening::check_profile_name(p).map(|()| p.to_owned())
             });
         }
         if let Some(v) = &s.oom_score_adj {

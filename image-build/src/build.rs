@@ -127,6 +127,13 @@ pub enum BuildError {
         #[from]
         source: crate::oci::OciError,
     },
+    /// The AppArmor profiles could not be compiled.
+    #[error("apparmor: {source}")]
+    AppArmor {
+        /// The underlying error.
+        #[from]
+        source: crate::apparmor::AppArmorError,
+    },
     /// The manifest could not be produced.
     #[error("{source}")]
     Manifest {
@@ -454,6 +461,7 @@ pub fn plan_image(inputs: &Inputs) -> Result<Plan, BuildError> {
     crate::network::add_bind_targets(&mut a)?;
     crate::containerd::add_to_archive(&mut a, &inputs.config)?;
     crate::oci::add_to_archive(&mut a, &inputs.config, &inputs.init)?;
+    crate::apparmor::add_to_archive(&mut a, &inputs.config)?;
     Ok(Plan {
         archive: a,
         modules,

@@ -5,6 +5,7 @@
 //! [`kernel`] (the ELF kernel out of `vmlinuz`), [`build`] (image assembly) with
 //! [`manifest`], and [`qemu`] (booting an image and classifying how it ended).
 
+pub mod apparmor;
 pub mod build;
 pub mod cmdline;
 pub mod containerd;

@@ -18,6 +18,7 @@
 //! | `sysctl` | apply the sysctl baseline and overrides ([`crate::sysctl`]) |
 //! | `lock-modules` | `kernel.modules_disabled=1` when `kernel.lock_modules` |
 //! | `lockdown` | raise the lockdown level through securityfs and read it back |
+//! | `apparmor` | load `/etc/rampart/apparmor/*.bin` through securityfs, check they enforce ([`crate::apparmor`]) |
 //! | `hostname` | `sethostname` |
 //! | `firewall` | apply the nftables ruleset ([`crate::firewall`]), write `/run/rampart/firewall.nft` |
 //! | `network` | loopback, links, addresses, routes, `/etc/hosts`, `/etc/resolv.conf` ([`crate::network`]); never fatal |
@@ -99,6 +100,8 @@ pub enum Step {
     LockModules,
     /// Raise the lockdown level.
     Lockdown,
+    /// Load the image's AppArmor profiles.
+    AppArmor,
     /// Set the host name.
     Hostname,
     /// Apply the firewall.
@@ -131,6 +134,7 @@ impl Step {
             Step::Sysctl => "sysctl",
             Step::LockModules => "lock-modules",
             Step::Lockdown => "lockdown",
+            Step::AppArmor => "apparmor",
             Step::Hostname => "hostname",
             Step::Firewall => "firewall",
             Step::Network => "network",
@@ -155,6 +159,7 @@ pub const STAGE1: &[Step] = &[
     Step::Sysctl,
     Step::LockModules,
     Step::Lockdown,
+    Step::AppArmor,
     Step::Hostname,
     Step::Firewall,
     Step::Network,
@@ -213,6 +218,9 @@ pub enum BootError {
     /// A hardening check (LSMs, command line, lockdown) failed under `enforce`.
     #[error(transparent)]
     Security(#[from] crate::security::SecurityError),
+    /// The AppArmor profiles could not be loaded under `enforce`.
+    #[error(transparent)]
+    AppArmor(#[from] crate::apparmor::AppArmorError),
     /// The compliance self-check found drift under `enforce`.
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
@@ -376,6 +384,11 @@ impl Boot {
             Step::Lockdown => {
                 crate::security::lockdown_step(&self.cfg()?.hardening, Path::new("/sys"))?;
             }
+            Step::AppArmor => crate::apparmor::step(
+                &self.cfg()?.hardening,
+                Path::new(rampart_config::hardening::IMAGE_APPARMOR_DIR),
+                Path::new("/sys"),
+            )?,
             Step::Hostname => {
                 let name = &self.cfg()?.host.hostname;
                 nix::unistd::sethostname(name).map_err(|source| BootError::Hostname {
@@ -535,6 +548,7 @@ mod tests {
             Step::Sysctl,
             Step::LockModules,
             Step::Lockdown,
+            Step::AppArmor,
             Step::Hostname,
             Step::Firewall,
             Step::Network,
@@ -615,6 +629,16 @@ mod tests {
                 "lockdown after the last kernel step",
             ),
             (Step::Lockdown, Step::Services, "no service before lockdown"),
+            (
+                Step::Lockdown,
+                Step::AppArmor,
+                "profiles load after the lockdown level is set",
+            ),
+            (
+                Step::AppArmor,
+                Step::Services,
+                "services start under their AppArmor profiles",
+            ),
             (
                 Step::Lockdown,
                 Step::Network,

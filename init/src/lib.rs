@@ -5,6 +5,7 @@
 //! Every kernel concern has its own module; each turns the validated host config into a plan
 //! (plain data) and applies it with as thin a layer of syscalls as possible.
 
+pub mod apparmor;
 pub mod audit;
 pub mod boot;
 pub mod cgroup;

@@ -173,6 +173,8 @@ pub enum Rule {
     Hooks,
     /// `linux.resources` limits (`pids.limit`, `memory.limit`).
     Resources,
+    /// `process.apparmorProfile`.
+    AppArmor,
     /// The verdict for a whole spec or process.
     Policy,
 }
@@ -196,6 +198,7 @@ impl Rule {
             Rule::Rootfs => "rootfs",
             Rule::Hooks => "hooks",
             Rule::Resources => "resources",
+            Rule::AppArmor => "apparmor",
             Rule::Policy => "policy",
         }
     }
@@ -571,6 +574,30 @@ impl Policy {
                 None => cx.refuse(Rule::Spec, "process.oomScoreAdj is not an integer"),
             },
         }
+        self.apparmor(p, cx);
+    }
+
+    /// A process without `apparmorProfile` gets `[container_policy] apparmor_profile`
+    /// (`rampart-default`); a profile the spec names is kept (the runtime's own profile only
+    /// lets it change to `rampart-*` profiles).
+    fn apparmor(&self, p: &mut Map<String, Value>, cx: &mut Ctx) {
+        let Some(profile) = &self.config.apparmor_profile else {
+            return;
+        };
+        match p.get("apparmorProfile") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) if s.is_empty() => {}
+            Some(Value::String(_)) => return,
+            Some(_) => {
+                cx.refuse(Rule::Spec, "process.apparmorProfile is not a string");
+                return;
+            }
+        }
+        p.insert("apparmorProfile".into(), json!(profile));
+        cx.clamp(
+            Rule::AppArmor,
+            format!("set apparmorProfile to {profile} (was unset: the container would run under the runtime's profile)"),
+        );
     }
 
     fn capabilities(&self, p: &mut Map<String, Value>, cx: &mut Ctx) {

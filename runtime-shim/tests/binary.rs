@@ -174,6 +174,7 @@ fn create_clamps_the_spec_atomically_and_passes_argv_through() {
         [
             "capabilities",
             "oom-score-adj",
+            "apparmor",
             "seccomp",
             "resources",
             "masked-paths",
@@ -316,7 +317,7 @@ fn exec_process_file_and_flags_are_clamped() {
     let v: Value = serde_json::from_str(&fs::read_to_string(&process).unwrap()).unwrap();
     assert_eq!(
         v,
-        json!({"args":["sh"],"capabilities":{"bounding":["CAP_KILL"]},"noNewPrivileges":true,"oomScoreAdj":3})
+        json!({"args":["sh"],"apparmorProfile":"rampart-default","capabilities":{"bounding":["CAP_KILL"]},"noNewPrivileges":true,"oomScoreAdj":3})
     );
     let out = e.run(&[
         "exec",

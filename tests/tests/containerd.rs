@@ -4,7 +4,9 @@
 //! and no_new_privs; every forbidden operation fails inside the container; `--privileged`, a
 //! bind mount of `/` and `--runc-binary` to the real runc are refused; a fork bomb stops at
 //! `pids.max`; a memory hog is OOM-killed in its cgroup; containerd SIGKILLed is restarted by
-//! PID 1 and a running container survives it; a crash-looping service backs off.
+//! PID 1 and a running container survives it; a crash-looping service backs off; the AppArmor
+//! profiles are loaded in enforce mode, containerd runs under `rampart-containerd` and a
+//! container under `rampart-default`.
 //!
 //! A second boot, `containerd_benchmark` (ignored; `scripts/bench-containerd.sh` runs it),
 //! times `ctr run --rm` through rampart-runc against plain runc with a test-only executable
@@ -59,6 +61,10 @@ for p in $($B cat /sys/fs/cgroup/services/containerd/cgroup.procs); do
   [ "$($B cat /proc/$p/comm 2>/dev/null)" = containerd ] && old=$p
 done
 say old_pid=$old
+say containerd_attr=$($B cat /proc/$old/attr/current 2>&1)
+lp=$($C task ls 2>/dev/null | $B awk '$1=="t-long"{print $2}')
+say container_attr=$($B cat /proc/$lp/attr/current 2>&1)
+say aa_profiles=$($B grep rampart- /sys/kernel/security/apparmor/profiles | $B sort | $B tr '\n' ';')
 $B kill -9 $old; say kill_exit=$?
 n=0; while [ $n -lt 120 ]; do $B sleep 0.5; $C version >/dev/null 2>&1 && break; n=$((n+1)); done
 say back_after_halfseconds=$n
@@ -101,9 +107,18 @@ fn main_boot(test: &str) -> Option<&'static MainBoot> {
         cl.insert("restarts".into(), toml::Value::Integer(3));
         cl.insert("window".into(), "60s".into());
         crashy.insert("crash_loop".into(), toml::Value::Table(cl));
+        let mut script = ctd::script_service("ctdtest", SCRIPT);
+        // Reading /proc/PID/attr/current of containerd and of a container needs ptrace read
+        // access to processes with more capabilities than the script.
+        if let Some(caps) = script
+            .get_mut("capabilities")
+            .and_then(toml::Value::as_array_mut)
+        {
+            caps.push("CAP_SYS_PTRACE".into());
+        }
         let text = ctd::host_with_containerd(
             env,
-            vec![ctd::script_service("ctdtest", SCRIPT), crashy],
+            vec![script, crashy],
             &[(archive, PROBE_ARCHIVE_IN_IMAGE, 0o644)],
         )
         .unwrap();
@@ -206,6 +221,26 @@ fn containerd_end_to_end() {
         tail()
     );
     assert_eq!(get("pid1_alive"), "init");
+    // AppArmor: both profiles loaded in enforce mode, containerd under its profile, a
+    // container that named none under rampart-default.
+    assert_eq!(
+        get("aa_profiles"),
+        "rampart-containerd (enforce);rampart-default (enforce);",
+        "{}",
+        tail()
+    );
+    assert_eq!(
+        get("containerd_attr"),
+        "rampart-containerd (enforce)",
+        "{}",
+        tail()
+    );
+    assert_eq!(
+        get("container_attr"),
+        "rampart-default (enforce)",
+        "{}",
+        tail()
+    );
     // A crash-looping service backs off.
     assert!(
         console.contains("CrashLoop"),

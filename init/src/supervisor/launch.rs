@@ -23,6 +23,7 @@ pub const CHILD_STEPS: &[&str] = &[
     "join the cgroup",
     "setsid",
     "oom_score_adj (before the mounts: a read-only /proc refuses it)",
+    "AppArmor: `exec PROFILE` to /proc/self/attr/apparmor/exec (or attr/exec), applied at execve",
     "mount namespace: / rslave, read-only, writable binds, private /tmp, /proc for a pid namespace",
     "network namespace: bring up lo",
     "drop the bounding set",
@@ -77,6 +78,8 @@ pub struct Launch {
     pub mounts: Vec<MountOp>,
     /// Written to `/proc/self/oom_score_adj`.
     pub oom_score_adj: Option<i32>,
+    /// The AppArmor profile entered at `execve` (`apparmor_profile`).
+    pub apparmor_profile: Option<String>,
     /// The ids.
     pub ids: Ids,
     /// Capability numbers kept in every set (sorted).
@@ -124,6 +127,7 @@ pub fn plan(service: &Service, tmp_size: u64) -> Launch {
         namespaces: service.namespaces.clone(),
         mounts,
         oom_score_adj: service.oom_score_adj,
+        apparmor_profile: service.apparmor_profile.clone(),
         ids: Ids {
             uid,
             gid: service.group.unwrap_or(uid),

@@ -80,6 +80,7 @@ struct Prepared<'a> {
     mounts: Vec<PreparedMount>,
     loopback_up: bool,
     oom_score_adj: Option<Vec<u8>>,
+    apparmor_exec: Option<Vec<u8>>,
     uid: libc::uid_t,
     gid: libc::gid_t,
     groups: Vec<libc::gid_t>,
@@ -215,6 +216,10 @@ impl<'a> Prepared<'a> {
             mounts,
             loopback_up: launch.namespaces.contains(&Namespace::Net),
             oom_score_adj: launch.oom_score_adj.map(|n| n.to_string().into_bytes()),
+            apparmor_exec: launch
+                .apparmor_profile
+                .as_deref()
+                .map(crate::apparmor::exec_attr_value),
             uid: launch.ids.uid,
             gid: launch.ids.gid,
             groups: launch.ids.groups.clone(),
@@ -326,6 +331,24 @@ fn exec_child(p: &mut Prepared<'_>, stdin: RawFd, output: RawFd) -> ! {
                 fail(p, b"write oom_score_adj");
             }
             libc::close(fd);
+        }
+
+        // Also before the mounts (and Landlock): the profile starts at execve.
+        if let Some(value) = &p.apparmor_exec {
+            let mut written = false;
+            for path in crate::apparmor::exec_attr_paths() {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    continue;
+                }
+                let n = libc::write(fd, value.as_ptr().cast(), value.len());
+                libc::close(fd);
+                written = usize::try_from(n).ok() == Some(value.len());
+                break;
+            }
+            if !written {
+                fail(p, b"apparmor exec profile");
+            }
         }
 
         for op in &p.mounts {

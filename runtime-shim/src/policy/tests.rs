@@ -199,18 +199,23 @@ fn process_files_are_clamped() {
     let cases: &[(Value, Value, bool)] = &[
         (
             json!({"args": ["sh"], "capabilities": {"bounding": ["CAP_KILL", "CAP_SYS_ADMIN"], "effective": ["CAP_SYS_ADMIN"]}, "noNewPrivileges": false, "oomScoreAdj": 5, "x-unknown": 1}),
-            json!({"args": ["sh"], "capabilities": {"bounding": ["CAP_KILL"], "effective": []}, "noNewPrivileges": true, "oomScoreAdj": 5, "x-unknown": 1}),
+            json!({"args": ["sh"], "apparmorProfile": "rampart-default", "capabilities": {"bounding": ["CAP_KILL"], "effective": []}, "noNewPrivileges": true, "oomScoreAdj": 5, "x-unknown": 1}),
             false,
         ),
         (
             json!({"args": ["sh"], "noNewPrivileges": true, "oomScoreAdj": 0}),
-            json!({"args": ["sh"], "noNewPrivileges": true, "oomScoreAdj": 0}),
+            json!({"args": ["sh"], "apparmorProfile": "rampart-default", "noNewPrivileges": true, "oomScoreAdj": 0}),
+            false,
+        ),
+        (
+            json!({"args": ["sh"], "apparmorProfile": "rampart-custom", "noNewPrivileges": true, "oomScoreAdj": 0}),
+            json!({"args": ["sh"], "apparmorProfile": "rampart-custom", "noNewPrivileges": true, "oomScoreAdj": 0}),
             false,
         ),
         (json!("not a process"), json!("not a process"), true),
         (
-            json!({"oomScoreAdj": "low", "noNewPrivileges": true}),
-            json!({"oomScoreAdj": "low", "noNewPrivileges": true}),
+            json!({"oomScoreAdj": "low", "noNewPrivileges": true, "apparmorProfile": "rampart-x"}),
+            json!({"oomScoreAdj": "low", "noNewPrivileges": true, "apparmorProfile": "rampart-x"}),
             true,
         ),
     ];
