@@ -252,40 +252,13 @@ pub fn script_service(name: &str, script: &str) -> ServiceTable {
 /// `rampart-image boot IMAGE` with [`MEMORY_MIB`] and 2 vCPUs; the console is saved as
 /// `<out_dir>/<name>.console.log`.
 pub fn boot(env: &Env, image: &Path, name: &str) -> Result<Boot, HarnessError> {
-    let timeout = harness::boot_timeout().max(600);
-    let accel = std::env::var("RAMPART_TEST_ACCEL").unwrap_or_else(|_| "auto".to_owned());
-    eprintln!("containerd: booting {name} ({})", image.display());
-    let output = harness::run(
-        Command::new(env.rampart_image())
-            .arg("boot")
-            .arg(image)
-            .args([
-                "--memory",
-                &MEMORY_MIB.to_string(),
-                "--cpus",
-                "2",
-                "--accel",
-                &accel,
-            ])
-            .args(["--timeout", &timeout.to_string()]),
-        Duration::from_secs(timeout + 60),
-    )?;
-    let log = env.out_dir.join(format!("{name}.console.log"));
-    let text = format!(
-        "{}\n--- stderr ({}, {:.1}s) ---\n{}",
-        output.stdout,
-        output.status,
-        output.elapsed.as_secs_f64(),
-        output.stderr
-    );
-    std::fs::write(&log, text).map_err(io("write", &log))?;
-    eprintln!(
-        "containerd: {name} finished in {:.1}s with {} (console: {})",
-        output.elapsed.as_secs_f64(),
-        output.status,
-        log.display()
-    );
-    Ok(Boot { output, log })
+    harness::boot_with(
+        env,
+        image,
+        name,
+        MEMORY_MIB,
+        harness::boot_timeout().max(600),
+    )
 }
 
 /// The `KEY=VALUE` pairs of the console's `CTD-TEST` lines (a service's lines are prefixed

@@ -508,18 +508,30 @@ pub fn boot_timeout() -> u64 {
 /// `rampart-image boot IMAGE` with 1 GiB and 2 vCPUs (`RAMPART_TEST_ACCEL`, default `auto`,
 /// picks the accelerator); saves the console as `<out_dir>/<name>.console.log`.
 pub fn boot(env: &Env, image: &Path, name: &str) -> Result<Boot, HarnessError> {
+    boot_with(env, image, name, 1024, boot_timeout())
+}
+
+/// [`boot`] with `memory_mib` of guest memory and a timeout of `timeout` seconds; boots run one
+/// at a time.
+pub fn boot_with(
+    env: &Env,
+    image: &Path,
+    name: &str,
+    memory_mib: u32,
+    timeout: u64,
+) -> Result<Boot, HarnessError> {
     static LOCK: Mutex<()> = Mutex::new(());
     let _guard = LOCK
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let timeout = boot_timeout();
     let accel = std::env::var("RAMPART_TEST_ACCEL").unwrap_or_else(|_| "auto".to_owned());
     eprintln!("harness: booting {name} ({})", image.display());
     let output = run(
         Command::new(env.rampart_image())
             .arg("boot")
             .arg(image)
-            .args(["--memory", "1024", "--cpus", "2", "--accel", &accel])
+            .args(["--memory", &memory_mib.to_string()])
+            .args(["--cpus", "2", "--accel", &accel])
             .args(["--timeout", &timeout.to_string()]),
         Duration::from_secs(timeout + 60),
     )?;
