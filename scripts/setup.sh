@@ -29,6 +29,8 @@ fi
 packages+=(systemd-boot-efi squashfs-tools dosfstools mtools e2fsprogs binutils ovmf qemu-utils cryptsetup-bin)
 # AppArmor profiles are compiled at image build time (apparmor_parser).
 packages+=(apparmor)
+# CNI plugins (bridge, host-local, loopback) for [containerd] pod_subnet, copied into images.
+packages+=(containernetworking-plugins)
 if [ "${RAMPART_SKIP_APT:-0}" = 1 ]; then
   say "skipping apt (RAMPART_SKIP_APT=1)"
 else

@@ -4,14 +4,18 @@
 //! containerd itself runs as an ordinary `[[service]]` (its privileges are declared there);
 //! this section only says whether the image carries the container runtime (the runc shim,
 //! `rampart-runc` as the only `runc`, the real runc without any execute bit) and how
-//! containerd is configured. Every key is documented in `docs/config.md`.
+//! containerd is configured. With `cri = true`, [`crate::cri`] adds the pause image, its import
+//! and the pod network (`pod_subnet`). Every key is documented in `docs/config.md`.
 
 use std::fmt;
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::Validator;
+use crate::cri::POD_PREFIX_RANGE;
+use crate::firewall::{Cidr, Family, Firewall};
+use crate::service::Service;
+use crate::{Kernel, Validator};
 
 /// containerd's persistent root (content store, snapshots, metadata).
 pub const ROOT_DIR: &str = "/var/lib/containerd";
@@ -77,8 +81,15 @@ pub struct Containerd {
     pub snapshotter: Snapshotter,
     /// Where containerd's root lives.
     pub state: StateStorage,
-    /// The CRI pause image (used only with `cri = true`).
+    /// The CRI pause image (used only with `cri = true`); `None` is rampart's own,
+    /// [`crate::cri::PAUSE_IMAGE`].
     pub sandbox_image: Option<String>,
+    /// The pods' IPv4 subnet on the CNI bridge (only with `cri = true`); `None`: no pod
+    /// network (host-network pods only).
+    pub pod_subnet: Option<Cidr>,
+    /// Whether `rampart-events` records containerd's container and task events and
+    /// `rampart-runc`'s decisions as audit lines (when a `containerd` service exists).
+    pub events: bool,
 }
 
 impl Default for Containerd {
@@ -90,18 +101,22 @@ impl Default for Containerd {
             snapshotter: Snapshotter::Overlayfs,
             state: StateStorage::Tmpfs,
             sandbox_image: None,
+            pod_subnet: None,
+            events: true,
         }
     }
 }
 
 impl Containerd {
-    /// The kernel modules this configuration needs (`overlay` for the overlayfs snapshotter).
+    /// The kernel modules this configuration needs (`overlay` for the overlayfs snapshotter,
+    /// `bridge` and `veth` for a pod network).
     pub fn required_modules(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
         if self.enable && self.snapshotter == Snapshotter::Overlayfs {
-            vec!["overlay"]
-        } else {
-            Vec::new()
+            out.push("overlay");
         }
+        out.extend(self.pod_network_modules());
+        out
     }
 }
 
@@ -114,6 +129,8 @@ pub(crate) struct RawContainerd {
     pub snapshotter: Option<Spanned<String>>,
     pub state: Option<Spanned<String>>,
     pub sandbox_image: Option<Spanned<String>>,
+    pub pod_subnet: Option<Spanned<String>>,
+    pub events: Option<bool>,
 }
 
 /// An image reference: printable, no spaces or quotes.
@@ -131,10 +148,32 @@ fn image_reference(s: &str) -> Result<String, String> {
     }
 }
 
+/// `pod_subnet`: an IPv4 network with a prefix in [`POD_PREFIX_RANGE`].
+fn pod_subnet(s: &str) -> Result<Cidr, String> {
+    let c = Cidr::try_from(s)?;
+    let (min, max) = POD_PREFIX_RANGE;
+    if c.family() != Family::V4 {
+        Err(format!("`{s}` is not an IPv4 network"))
+    } else if !(min..=max).contains(&c.prefix()) {
+        Err(format!(
+            "`{s}` has a prefix length outside {min} to {max} (room for the gateway and the pods)"
+        ))
+    } else {
+        Ok(c)
+    }
+}
+
 impl Validator<'_> {
     /// Validates `[containerd]`; an absent section is [`Containerd::default`] (disabled), a
-    /// present one is enabled unless `enable = false`.
-    pub(crate) fn containerd(&mut self, raw: Option<RawContainerd>) -> Containerd {
+    /// present one is enabled unless `enable = false`. `pod_subnet` is checked against the
+    /// already validated `firewall`, `kernel` and `services` ([`Validator::check_pod_network`]).
+    pub(crate) fn containerd(
+        &mut self,
+        raw: Option<RawContainerd>,
+        firewall: &Firewall,
+        kernel: &Kernel,
+        services: &[Service],
+    ) -> Containerd {
         let d = Containerd::default();
         let Some(raw) = raw else { return d };
         let snapshotter = raw
@@ -163,13 +202,23 @@ impl Validator<'_> {
             .sandbox_image
             .as_ref()
             .and_then(|v| self.check("containerd.sandbox_image", v, image_reference));
-        Containerd {
+        let pod_subnet = raw
+            .pod_subnet
+            .as_ref()
+            .and_then(|v| self.check("containerd.pod_subnet", v, pod_subnet));
+        let c = Containerd {
             enable: raw.enable.unwrap_or(true),
             cri: raw.cri.unwrap_or(false),
             snapshotter,
             state,
             sandbox_image,
+            pod_subnet,
+            events: raw.events.unwrap_or(true),
+        };
+        if let Some(span) = raw.pod_subnet.as_ref().map(Spanned::span) {
+            self.check_pod_network(&c, span, firewall, kernel, services);
         }
+        c
     }
 }
 
@@ -200,6 +249,13 @@ mod tests {
                 Containerd::default(),
             ),
             (
+                "[containerd]\nevents = false\n",
+                Containerd {
+                    events: false,
+                    ..on.clone()
+                },
+            ),
+            (
                 "[containerd]\ncri = true\nsnapshotter = \"native\"\nstate = \"disk\"\nsandbox_image = \"registry.k8s.io/pause:3.6\"\n",
                 Containerd {
                     cri: true,
@@ -209,10 +265,20 @@ mod tests {
                     ..on.clone()
                 },
             ),
+            (
+                "[containerd]\ncri = true\npod_subnet = \"10.88.0.0/16\"\n",
+                Containerd {
+                    cri: true,
+                    pod_subnet: Cidr::try_from("10.88.0.0/16").ok(),
+                    ..on.clone()
+                },
+            ),
         ];
         for (text, want) in cases {
             assert_eq!(containerd(text).unwrap(), want, "{text}");
         }
+        let pods = containerd("[containerd]\ncri = true\npod_subnet = \"10.88.0.0/16\"\n").unwrap();
+        assert_eq!(pods.required_modules(), ["overlay", "bridge", "veth"]);
         assert_eq!(on.required_modules(), ["overlay"]);
         assert!(Containerd::default().required_modules().is_empty());
     }
@@ -234,6 +300,7 @@ mod tests {
                 "containerd.sandbox_image: `a b` is not an image reference",
             ),
             ("[containerd]\nfoo = 1\n", "unknown field `foo`"),
+            ("[containerd]\nevents = \"yes\"\n", "containerd.events"),
         ];
         for (text, want) in cases {
             let err = containerd(text).unwrap_err();

@@ -151,6 +151,11 @@ impl Port {
     pub fn get(self) -> u16 {
         self.0
     }
+
+    /// A port from a non-zero number: always valid (for defaults).
+    pub const fn new(n: std::num::NonZeroU16) -> Self {
+        Port(n.get())
+    }
 }
 
 impl TryFrom<i64> for Port {

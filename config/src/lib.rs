@@ -7,11 +7,13 @@
 //! read hosts through this crate. Every key is documented in `docs/config.md`.
 
 pub mod containerd;
+pub mod cri;
 mod error;
 pub mod firewall;
 pub mod hardening;
 pub mod network;
 pub mod oci;
+pub mod operate;
 pub mod policy;
 mod raw;
 pub mod service;
@@ -27,6 +29,7 @@ pub use error::{ConfigError, Problem};
 pub use firewall::Firewall;
 pub use hardening::{Hardening, IMAGE_CMDLINE_PATH};
 pub use network::Network;
+pub use operate::{Control, Logs, Metrics};
 pub use policy::ContainerPolicy;
 pub use service::{
     BackoffConfig, Capability, Landlock, Limits, Namespace, Readiness, SeccompProfile, Service,
@@ -69,6 +72,12 @@ pub struct HostConfig {
     pub hardening: Hardening,
     /// `[containerd]`: containerd's runtime pieces and generated config in the image.
     pub containerd: Containerd,
+    /// `[control]`: the control socket's bounds and the host channel.
+    pub control: Control,
+    /// `[logs]`: PID 1's log ring and the remote collectors (the firewall above opens them).
+    pub logs: Logs,
+    /// `[metrics]`: the Prometheus endpoint (the firewall above opens it when enabled).
+    pub metrics: Metrics,
 }
 
 /// `[host]`: identity.
@@ -232,13 +241,14 @@ impl Validator<'_> {
             .and_then(|h| self.check("host.hostname", h, |s| Hostname::try_from(s)))
             .map_or_else(|| "rampart".to_owned(), |h| h.as_str().to_owned());
         let boot = self.boot(raw.boot);
-        let kernel = self.kernel(raw.kernel);
+        let mut kernel = self.kernel(raw.kernel);
         let mounts = self.mounts(raw.mounts);
         let image = self.image(raw.image, base);
+        self.reserved_service_names(&raw.services);
         let services = self.services(raw.services);
         let firewall = self.firewall(raw.firewall);
         let container_policy = self.container_policy(raw.container_policy);
-        let containerd = self.containerd(raw.containerd);
+        let containerd = self.containerd(raw.containerd, &firewall, &kernel, &services);
         let hardening = self.hardening(raw.hardening, &cross, &container_policy);
         let service_names: Vec<String> = services
             .iter()
@@ -247,6 +257,11 @@ impl Validator<'_> {
         let network = self.network(raw.network, &service_names);
         let mut firewall = firewall;
         network::merge_into_firewall(&network, &mut firewall);
+        cri::merge_pod_network(&containerd, &mut firewall, &mut kernel);
+        let control = self.control(raw.control);
+        let logs = self.logs(raw.logs);
+        let metrics = self.metrics(raw.metrics);
+        operate::merge_into_firewall(&logs, &metrics, &mut firewall);
         HostConfig {
             host: Host { hostname },
             boot,
@@ -259,6 +274,9 @@ impl Validator<'_> {
             network,
             hardening,
             containerd,
+            control,
+            logs,
+            metrics,
         }
     }
 

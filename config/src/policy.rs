@@ -58,6 +58,70 @@ pub struct ContainerPolicy {
     /// The AppArmor profile (`process.apparmorProfile`) of every container whose spec names
     /// none; `None` (written `apparmor_profile = ""`) leaves such specs unconfined.
     pub apparmor_profile: Option<String>,
+    /// What the pods of one Kubernetes namespace may do beyond the defaults
+    /// (`[[container_policy.kubernetes_namespace]]`), sorted by name, one per name.
+    pub kubernetes_namespaces: Vec<KubernetesNamespace>,
+}
+
+impl ContainerPolicy {
+    /// The table of Kubernetes namespace `name`, if the host file has one.
+    pub fn kubernetes_namespace(&self, name: &str) -> Option<&KubernetesNamespace> {
+        self.kubernetes_namespaces
+            .iter()
+            .find(|n| n.name.as_str() == name)
+    }
+}
+
+/// The name of a Kubernetes namespace: a DNS-1123 label (1 to 63 lowercase letters, digits and
+/// `-`, starting and ending with a letter or digit), as the API server requires.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NamespaceName(String);
+
+impl NamespaceName {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NamespaceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<&str> for NamespaceName {
+    type Error = String;
+    fn try_from(s: &str) -> Result<Self, String> {
+        let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+        let ok = (1..=63).contains(&s.len())
+            && s.chars().all(|c| alnum(c) || c == '-')
+            && s.starts_with(alnum)
+            && s.ends_with(alnum);
+        if ok {
+            Ok(NamespaceName(s.to_owned()))
+        } else {
+            Err(format!(
+                "`{s}` is not a Kubernetes namespace name (a DNS-1123 label: 1 to 63 lowercase letters, digits and `-`, starting and ending with a letter or digit)"
+            ))
+        }
+    }
+}
+
+/// `[[container_policy.kubernetes_namespace]]`, validated: what the pods of one Kubernetes
+/// namespace may do beyond what every pod may (rampart-runc tells pods from plain containers
+/// by the annotations containerd's CRI plugin writes into their specs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesNamespace {
+    /// The namespace.
+    pub name: NamespaceName,
+    /// Privileged pods (`privileged: true`: every host device, `CAP_SYS_ADMIN`) may run.
+    pub allow_privileged: bool,
+    /// Sensitive host paths that pods may bind-mount (each covers itself and everything below
+    /// it, except `/`, which covers only `/`), sorted, deduplicated.
+    pub allow_host_paths: Vec<PathBuf>,
+    /// Pods with `hostNetwork: true` may run.
+    pub allow_host_network: bool,
 }
 
 /// `apparmor_profile` when the host file does not say: the profile the image compiles from
@@ -84,6 +148,7 @@ impl Default for ContainerPolicy {
             default_pids_limit: DEFAULT_PIDS_LIMIT,
             default_memory_limit: None,
             apparmor_profile: Some(DEFAULT_APPARMOR_PROFILE.to_owned()),
+            kubernetes_namespaces: Vec::new(),
         }
     }
 }
@@ -318,6 +383,19 @@ pub(crate) struct RawContainerPolicy {
     pub default_pids_limit: Option<Spanned<i64>>,
     pub default_memory_limit: Option<Spanned<crate::raw::RawSize>>,
     pub apparmor_profile: Option<Spanned<String>>,
+    #[serde(default)]
+    pub kubernetes_namespace: Vec<RawKubernetesNamespace>,
+}
+
+/// `[[container_policy.kubernetes_namespace]]` as serde sees it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKubernetesNamespace {
+    pub name: Spanned<String>,
+    pub allow_privileged: Option<bool>,
+    #[serde(default)]
+    pub allow_host_paths: Vec<Spanned<String>>,
+    pub allow_host_network: Option<bool>,
 }
 
 /// Checks an absolute, normalised host path (`/` itself allowed).
@@ -504,6 +582,7 @@ impl Validator<'_> {
                 crate::hardening::check_profile_name(p).map(|()| p.to_owned())
             }),
         };
+        let kubernetes_namespaces = self.kubernetes_namespaces(raw.kubernetes_namespace);
         ContainerPolicy {
             real_runc,
             audit_log,
@@ -519,7 +598,48 @@ impl Validator<'_> {
             default_pids_limit,
             default_memory_limit,
             apparmor_profile,
+            kubernetes_namespaces,
         }
+    }
+
+    /// Validates the `[[container_policy.kubernetes_namespace]]` tables: one per name.
+    fn kubernetes_namespaces(
+        &mut self,
+        raw: Vec<RawKubernetesNamespace>,
+    ) -> Vec<KubernetesNamespace> {
+        let mut out: Vec<KubernetesNamespace> = Vec::new();
+        for (i, t) in raw.into_iter().enumerate() {
+            let key = format!("container_policy.kubernetes_namespace[{i}]");
+            let name = self.check(&format!("{key}.name"), &t.name, |s| {
+                NamespaceName::try_from(s)
+            });
+            let allow_host_paths: Vec<PathBuf> = self
+                .policy_list(
+                    &format!("{key}.allow_host_paths"),
+                    &t.allow_host_paths,
+                    |s| host_path(s).map(|p| p.to_string_lossy().into_owned()),
+                )
+                .into_iter()
+                .map(PathBuf::from)
+                .collect();
+            let Some(name) = name else { continue };
+            if out.iter().any(|n| n.name == name) {
+                self.report(
+                    format!("{key}.name"),
+                    t.name.span(),
+                    format!("namespace `{name}` already has a table"),
+                );
+                continue;
+            }
+            out.push(KubernetesNamespace {
+                name,
+                allow_privileged: t.allow_privileged.unwrap_or(false),
+                allow_host_paths,
+                allow_host_network: t.allow_host_network.unwrap_or(false),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 }
 
@@ -750,6 +870,162 @@ default_memory_limit = "512M"
             assert_eq!(
                 (p.key.as_str(), p.line, p.column),
                 (*key, *line, *column),
+                "for input:\n{text}\ngot {p:?}"
+            );
+            assert!(
+                p.message.contains(msg),
+                "for input:\n{text}\nmessage {:?} lacks {msg:?}",
+                p.message
+            );
+        }
+    }
+
+    #[test]
+    fn kubernetes_namespace_tables() {
+        let p = policy(
+            r#"
+[container_policy]
+allow_mounts = ["/var/data"]
+
+[[container_policy.kubernetes_namespace]]
+name = "kube-system"
+allow_privileged = false
+allow_host_paths = ["/var/log", "/", "/etc/kubernetes"]
+allow_host_network = true
+
+[[container_policy.kubernetes_namespace]]
+name = "monitoring-2"
+allow_privileged = true
+"#,
+        );
+        assert_eq!(p.allow_mounts, [PathBuf::from("/var/data")]);
+        let names: Vec<&str> = p
+            .kubernetes_namespaces
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect();
+        assert_eq!(names, ["kube-system", "monitoring-2"]);
+        let ks = p.kubernetes_namespace("kube-system").unwrap();
+        assert!(!ks.allow_privileged && ks.allow_host_network);
+        assert_eq!(
+            ks.allow_host_paths,
+            [
+                PathBuf::from("/"),
+                PathBuf::from("/etc/kubernetes"),
+                PathBuf::from("/var/log")
+            ]
+        );
+        let m = p.kubernetes_namespace("monitoring-2").unwrap();
+        assert!(m.allow_privileged && !m.allow_host_network);
+        assert!(m.allow_host_paths.is_empty());
+        assert!(p.kubernetes_namespace("default").is_none());
+        assert!(policy("").kubernetes_namespaces.is_empty());
+    }
+
+    #[test]
+    fn namespace_names_are_dns_labels() {
+        let long = "a".repeat(63);
+        let too_long = "a".repeat(64);
+        let cases: &[(&str, bool)] = &[
+            ("default", true),
+            ("kube-system", true),
+            ("a", true),
+            ("0ns", true),
+            ("ns-9", true),
+            (&long, true),
+            (&too_long, false),
+            ("", false),
+            ("Kube-System", false),
+            ("-ns", false),
+            ("ns-", false),
+            ("my.ns", false),
+            ("my_ns", false),
+            ("n s", false),
+            ("ns\u{e9}", false),
+        ];
+        for (name, ok) in cases {
+            assert_eq!(NamespaceName::try_from(*name).is_ok(), *ok, "{name:?}");
+        }
+    }
+
+    /// Each bad table and the (key, line, column, part of the message) it must produce.
+    #[test]
+    fn kubernetes_namespace_errors_name_key_line_and_reason() {
+        let h = "[container_policy]\n[[container_policy.kubernetes_namespace]]\n";
+        let k = "container_policy.kubernetes_namespace[0]";
+        let cases: &[(&str, String, usize, usize, &str)] = &[
+            (
+                "name = \"Kube_System\"\n",
+                format!("{k}.name"),
+                3,
+                8,
+                "DNS-1123 label",
+            ),
+            ("name = \"\"\n", format!("{k}.name"), 3, 8, "DNS-1123 label"),
+            (
+                "name = \"x\"\nallow_host_paths = [\"var/log\"]\n",
+                format!("{k}.allow_host_paths[0]"),
+                4,
+                21,
+                "absolute",
+            ),
+            (
+                "name = \"x\"\nallow_host_paths = [\"/var/log/\"]\n",
+                format!("{k}.allow_host_paths[0]"),
+                4,
+                21,
+                "normalised",
+            ),
+            (
+                "name = \"x\"\nallow_host_paths = [\"/var/./log\"]\n",
+                format!("{k}.allow_host_paths[0]"),
+                4,
+                21,
+                "`.` or `..`",
+            ),
+            (
+                "name = \"x\"\nallow_host_paths = [\"/var/log\", \"/var/log\"]\n",
+                format!("{k}.allow_host_paths[1]"),
+                4,
+                33,
+                "listed twice",
+            ),
+            (
+                "name = \"x\"\nallow_hostnetwork = true\n",
+                format!("{k}.allow_hostnetwork"),
+                4,
+                1,
+                "unknown field",
+            ),
+            (
+                "name = \"x\"\nallow_privileged = \"yes\"\n",
+                format!("{k}.allow_privileged"),
+                4,
+                20,
+                "invalid type",
+            ),
+            (
+                "allow_privileged = true\n",
+                k.to_owned(),
+                2,
+                1,
+                "missing field `name`",
+            ),
+            (
+                "name = \"x\"\n[[container_policy.kubernetes_namespace]]\nname = \"x\"\n",
+                "container_policy.kubernetes_namespace[1].name".to_owned(),
+                5,
+                8,
+                "already has a table",
+            ),
+        ];
+        for (body, key, line, column, msg) in cases {
+            let text = format!("{h}{body}");
+            let ps = problems(&text);
+            let p = &ps[0];
+            assert_eq!(
+                (p.key.as_str(), p.line, p.column),
+                (key.as_str(), *line, *column),
                 "for input:\n{text}\ngot {p:?}"
             );
             assert!(

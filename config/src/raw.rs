@@ -30,6 +30,12 @@ pub(crate) struct RawHost {
     pub hardening: crate::hardening::RawHardening,
     #[serde(default)]
     pub containerd: Option<crate::containerd::RawContainerd>,
+    #[serde(default)]
+    pub control: crate::operate::RawControl,
+    #[serde(default)]
+    pub logs: crate::operate::RawLogs,
+    #[serde(default)]
+    pub metrics: crate::operate::RawMetrics,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -240,6 +240,8 @@ pub fn resolve_inputs(
         modules.extend(extra);
         let extra = crate::containerd::modules(cfg, &modules);
         modules.extend(extra);
+        let extra = crate::operate::modules(cfg, &modules);
+        modules.extend(extra);
     }
     if !modules.is_empty() && modules_dir.is_none() {
         return Err(BuildError::NoModulesDir {
@@ -265,7 +267,9 @@ pub fn resolve_inputs(
     }
     let files = crate::network::image_files(cfg, &cfg.image.files, &init);
     let files = crate::containerd::image_files(cfg, &files, &init);
+    let files = crate::cri::image_files(cfg, &files);
     let files = crate::oci::image_files(cfg, &files, &init);
+    let files = crate::operate::image_files(cfg, &files, &init);
     host_binaries.retain(|(_, b)| !files.iter().any(|f| f.target == *b));
     Ok(Inputs {
         config: req.config.clone(),
@@ -460,6 +464,7 @@ pub fn plan_image(inputs: &Inputs) -> Result<Plan, BuildError> {
     }
     crate::network::add_bind_targets(&mut a)?;
     crate::containerd::add_to_archive(&mut a, &inputs.config)?;
+    crate::cri::add_to_archive(&mut a, &inputs.config, &inputs.init)?;
     crate::oci::add_to_archive(&mut a, &inputs.config, &inputs.init)?;
     crate::apparmor::add_to_archive(&mut a, &inputs.config)?;
     Ok(Plan {

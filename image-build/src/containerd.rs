@@ -80,7 +80,9 @@ pub fn config_toml(c: &Containerd) -> String {
          \x20 # rampart-runc. The CRI plugin names it explicitly.\n\
          \x20 [plugins.\"{CRI_PLUGIN}\"]\n"
     );
-    if let Some(image) = &c.sandbox_image {
+    if c.cri {
+        s.push_str(&crate::cri::plugin_keys(c));
+    } else if let Some(image) = &c.sandbox_image {
         s.push_str(&format!("    sandbox_image = \"{image}\"\n"));
     }
     s.push_str(&format!(
@@ -95,6 +97,9 @@ pub fn config_toml(c: &Containerd) -> String {
          \x20   SystemdCgroup = false\n",
         snap = c.snapshotter
     ));
+    if c.cri {
+        s.push_str(&crate::cri::cni_table());
+    }
     s
 }
 
@@ -192,6 +197,10 @@ mod tests {
                 "containerd-cri-native.toml",
                 "[containerd]\ncri = true\nsnapshotter = \"native\"\nstate = \"disk\"\nsandbox_image = \"registry.k8s.io/pause:3.6\"\n",
             ),
+            (
+                "containerd-cri-pods.toml",
+                "[containerd]\ncri = true\npod_subnet = \"10.88.0.0/16\"\n",
+            ),
         ];
         for (name, text) in cases {
             let toml = config_toml(&cfg(text).containerd);
@@ -214,6 +223,19 @@ mod tests {
                 .map(|p| p.as_str().unwrap())
                 .collect();
             assert_eq!(disabled.contains(&CRI_PLUGIN), !text.contains("cri = true"));
+            if text.contains("cri = true") {
+                let cri = &v["plugins"][CRI_PLUGIN];
+                let want = if text.contains("sandbox_image") {
+                    "registry.k8s.io/pause:3.6"
+                } else {
+                    rampart_config::cri::PAUSE_IMAGE
+                };
+                assert_eq!(cri["sandbox_image"].as_str(), Some(want));
+                assert_eq!(cri["disable_apparmor"].as_bool(), Some(true));
+                assert_eq!(cri["netns_mounts_under_state_dir"].as_bool(), Some(true));
+                assert_eq!(cri["cni"]["bin_dir"].as_str(), Some("/usr/lib/cni"));
+                assert_eq!(cri["cni"]["conf_dir"].as_str(), Some("/etc/cni/net.d"));
+            }
             golden(name, &toml);
         }
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use rampart_image::build::{self, BuildRequest};
-use rampart_image::qemu::{self, Accel, BootOptions, Forward, Outcome};
+use rampart_image::qemu::{self, Accel, BootOptions, Forward, HostFwd, Outcome};
 
 /// Build and boot rampart images.
 #[derive(Parser, Debug)]
@@ -79,6 +79,15 @@ enum Cmd {
         /// Forward 127.0.0.1:HOSTPORT to the guest's GUESTPORT (TCP); repeatable.
         #[arg(long = "forward", value_name = "HOSTPORT:GUESTPORT", value_parser = parse_forward)]
         forwards: Vec<Forward>,
+        /// A QEMU user-network forward, e.g. `tcp:19100-:9100` (host port 19100 on 127.0.0.1
+        /// to guest port 9100; `udp:` too, and QEMU's `tcp:ADDR:HOSTPORT-ADDR:GUESTPORT`);
+        /// repeatable.
+        #[arg(long = "hostfwd", value_name = "SPEC", value_parser = parse_hostfwd)]
+        hostfwds: Vec<HostFwd>,
+        /// Serve the guest's control channel on this unix socket of the build machine
+        /// (a virtio-serial port for `[control] host_channel = true`): `rampart --socket PATH`.
+        #[arg(long, value_name = "PATH")]
+        control: Option<PathBuf>,
         /// Attach a raw virtio disk; repeatable.
         #[arg(long = "disk", value_name = "FILE")]
         disks: Vec<PathBuf>,
@@ -114,6 +123,10 @@ fn log_level() -> tracing::Level {
 }
 
 fn parse_forward(s: &str) -> Result<Forward, String> {
+    s.parse().map_err(|e: qemu::QemuError| e.to_string())
+}
+
+fn parse_hostfwd(s: &str) -> Result<HostFwd, String> {
     s.parse().map_err(|e: qemu::QemuError| e.to_string())
 }
 
@@ -198,6 +211,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             timeout,
             accel,
             forwards,
+            hostfwds,
+            control,
             disks,
             append,
         } => {
@@ -208,6 +223,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 timeout: Duration::from_secs(timeout),
                 accel,
                 forwards,
+                hostfwds,
+                control,
                 disks,
                 append,
             };

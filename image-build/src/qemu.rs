@@ -46,6 +46,12 @@ pub enum QemuError {
         /// The value.
         value: String,
     },
+    /// A `--hostfwd` value is malformed.
+    #[error("invalid hostfwd {value:?}: expected tcp:HOSTPORT-:GUESTPORT (or udp, with optional IPv4 addresses: tcp:ADDR:HOSTPORT-ADDR:GUESTPORT)")]
+    BadHostFwd {
+        /// The value.
+        value: String,
+    },
     /// `--accel kvm` was asked for but KVM is not usable.
     #[error("kvm requested but not usable: {reason}")]
     KvmUnavailable {
@@ -102,6 +108,8 @@ impl std::str::FromStr for Forward {
     }
 }
 
+pub use crate::operate::HostFwd;
+
 /// Everything that shapes the QEMU command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootOptions {
@@ -115,8 +123,14 @@ pub struct BootOptions {
     pub timeout: Duration,
     /// Accelerator choice.
     pub accel: Accel,
-    /// Port forwards (a virtio-net device only when there is at least one).
+    /// Port forwards (a virtio-net device only when there is at least one of these or of
+    /// `hostfwds`).
     pub forwards: Vec<Forward>,
+    /// `--hostfwd` forwards, on the same user-mode network as `forwards`.
+    pub hostfwds: Vec<HostFwd>,
+    /// `--control PATH`: a unix socket on the build machine connected to the guest's
+    /// control channel (a virtio-serial port named `org.rampart.control`).
+    pub control: Option<PathBuf>,
     /// Raw virtio disks.
     pub disks: Vec<PathBuf>,
     /// Extra kernel arguments appended to `DIR/cmdline`.
@@ -133,6 +147,8 @@ impl BootOptions {
             timeout: Duration::from_secs(300),
             accel: Accel::Auto,
             forwards: Vec::new(),
+            hostfwds: Vec::new(),
+            control: None,
             disks: Vec::new(),
             append: None,
         }
@@ -171,18 +187,36 @@ pub fn qemu_args(opts: &BootOptions, accel: Accel, cmdline: &str) -> Vec<String>
     push(&["-kernel", &kernel.to_string_lossy()]);
     push(&["-initrd", &initrd.to_string_lossy()]);
     push(&["-append", &append]);
-    if !opts.forwards.is_empty() {
-        let fwd: String = opts
-            .forwards
-            .iter()
-            .map(|f| format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest))
-            .collect();
-        push(&["-netdev", &format!("user,id=net0{fwd}")]);
-        push(&["-device", "virtio-net-pci,netdev=net0"]);
+    for arg in device_args(opts) {
+        push(&[&arg]);
     }
     for d in &opts.disks {
         let spec = format!("file={},if=virtio,format=raw", d.to_string_lossy());
         push(&["-drive", &spec]);
+    }
+    a
+}
+
+/// The network and control-channel devices of `opts` (shared by the kernel and the UEFI
+/// boot): a user-mode netdev with every `--forward` and `--hostfwd` (none without any), and
+/// with `--control` a virtio-serial port named `org.rampart.control` backed
+/// by a unix socket server QEMU creates at that path.
+pub fn device_args(opts: &BootOptions) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    if !opts.forwards.is_empty() || !opts.hostfwds.is_empty() {
+        let fwd: String = opts
+            .forwards
+            .iter()
+            .map(|f| format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest))
+            .chain(opts.hostfwds.iter().map(|h| format!(",hostfwd={h}")))
+            .collect();
+        a.push("-netdev".into());
+        a.push(format!("user,id=net0{fwd}"));
+        a.push("-device".into());
+        a.push("virtio-net-pci,netdev=net0".into());
+    }
+    if let Some(path) = &opts.control {
+        a.extend(crate::operate::control_args(path));
     }
     a
 }
@@ -455,12 +489,25 @@ pub fn boot(opts: &BootOptions) -> Result<Outcome, QemuError> {
 /// Run `program args`, stream its stdout, scan it and classify the end.
 pub fn run(program: &str, args: &[String], timeout: Duration) -> Outcome {
     let started = Instant::now();
-    let child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn();
+        .stderr(Stdio::inherit());
+    // SAFETY: the closure runs in the forked child before exec and only makes one
+    // async-signal-safe syscall: QEMU is killed when this process (its parent) dies, so a
+    // killed `rampart-image boot` never leaves a guest running.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let child = command.spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
@@ -593,6 +640,51 @@ mod tests {
             "-drive",
             "file=/d/state.img,if=virtio,format=raw"
         ));
+    }
+
+    #[test]
+    fn args_hostfwd_and_control() {
+        let mut o = opts();
+        o.hostfwds = vec!["tcp:19100-:9100".parse().unwrap()];
+        let a = qemu_args(&o, Accel::Tcg, "console=ttyS0");
+        assert!(has_pair(
+            &a,
+            "-netdev",
+            "user,id=net0,hostfwd=tcp:127.0.0.1:19100-:9100"
+        ));
+        assert!(has_pair(&a, "-device", "virtio-net-pci,netdev=net0"));
+        assert!(!a.iter().any(|x| x == "-chardev"));
+        // Forwards of both kinds share the one user netdev, --forward ones first.
+        o.forwards = vec!["8080:80".parse().unwrap()];
+        o.hostfwds.push("udp:5514-:514".parse().unwrap());
+        o.control = Some("/tmp/rampart.sock".into());
+        let a = qemu_args(&o, Accel::Tcg, "console=ttyS0");
+        assert!(has_pair(
+            &a,
+            "-netdev",
+            "user,id=net0,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=tcp:127.0.0.1:19100-:9100,hostfwd=udp:127.0.0.1:5514-:514"
+        ));
+        assert_eq!(a.iter().filter(|x| *x == "-netdev").count(), 1);
+        assert!(has_pair(&a, "-device", "virtio-serial-pci"));
+        assert!(has_pair(
+            &a,
+            "-chardev",
+            "socket,id=rampartctl,path=/tmp/rampart.sock,server=on,wait=off"
+        ));
+        assert!(has_pair(
+            &a,
+            "-device",
+            "virtserialport,chardev=rampartctl,name=org.rampart.control"
+        ));
+        // The control channel alone needs no network.
+        let mut o = opts();
+        o.control = Some("/run/c.sock".into());
+        let a = qemu_args(&o, Accel::Tcg, "console=ttyS0");
+        assert!(!a.iter().any(|x| x == "-netdev"));
+        assert!(has_pair(&a, "-device", "virtio-serial-pci"));
+        // The serial port follows the controller.
+        let pos = |s: &str| a.iter().position(|x| x.starts_with(s)).unwrap();
+        assert!(pos("virtio-serial-pci") < pos("virtserialport"));
     }
 
     #[test]

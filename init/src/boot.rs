@@ -24,7 +24,7 @@
 //! | `network` | loopback, links, addresses, routes, `/etc/hosts`, `/etc/resolv.conf` ([`crate::network`]); never fatal |
 //! | `cgroups` | enable controllers, move PID 1 into a leaf ([`crate::cgroup`]) |
 //! | `service-cgroups` | create one cgroup per service |
-//! | `services` | start every service, print `rampart-init: services started at <s>s` |
+//! | `services` | serve the control socket ([`crate::control::server`]; never fatal), start every service, print `rampart-init: services started at <s>s` |
 //! | `audit` | the compliance self-check ([`crate::audit`]), print `rampart-init: audit: N passed, M failed` |
 //!
 //! The config is loaded before mounting because the tmpfs sizes come from it; it is a plain
@@ -292,6 +292,7 @@ struct Boot {
     cfg: Option<HostConfig>,
     ctx: ShutdownContext,
     sup: Option<Supervisor>,
+    control: Option<crate::control::server::Server>,
 }
 
 fn stage1() -> ! {
@@ -299,6 +300,7 @@ fn stage1() -> ! {
         cfg: None,
         ctx: early_context(),
         sup: None,
+        control: None,
     };
     for step in STAGE1 {
         if let Err(err) = boot.execute(*step) {
@@ -306,7 +308,7 @@ fn stage1() -> ! {
         }
     }
     match boot.sup {
-        Some(sup) => event::serve(sup, boot.ctx),
+        Some(sup) => event::serve(sup, boot.ctx, boot.control),
         None => shutdown::fatal(Step::Services.name(), &BootError::NotStarted, &boot.ctx),
     }
 }
@@ -330,6 +332,10 @@ impl Boot {
             Step::Config => {
                 let mut cfg = rampart_config::load(Path::new(CONFIG_PATH))?;
                 network::add_dhcp_services(&mut cfg, Path::new(CONFIG_PATH), Path::new(RUN_DIR));
+                let operate = rampart_config::operate::operate_services(&cfg);
+                cfg.services.extend(operate);
+                let cri = rampart_config::cri::cri_services(&cfg);
+                cfg.services.extend(cri);
                 self.ctx.failure_action = cfg.boot.failure_action;
                 self.ctx.timeout = cfg.boot.shutdown_timeout;
                 self.cfg = Some(cfg);
@@ -409,7 +415,10 @@ impl Boot {
             }
             Step::Services => {
                 let plans = supervisor::plan(self.cfg()?, Path::new(CGROUP_ROOT));
+                // Before the services start, so they can connect at once.
+                self.control = crate::control::server::boot_step(self.cfg()?);
                 let sup = self.sup.insert(Supervisor::new(plans));
+                sup.set_stop_timeout(self.ctx.timeout);
                 sup.start_all()?;
                 let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
                     .unwrap_or_else(|_| TimeSpec::new(0, 0));

@@ -6,8 +6,11 @@
 //! `waitpid(-1, WNOHANG)` and hands it to the supervisor; the shutdown signals map to an
 //! action through the pure [`response`] table. The supervisor's own epoll fd (its one restart
 //! and readiness timer, its inotify fd, the services' output pipes) is watched in the same loop
-//! and handed to [`Supervisor::on_poll`] when ready. The loop never returns: it ends in
-//! [`shutdown::shutdown`], which never returns either.
+//! and handed to [`Supervisor::on_poll`] when ready. The control server's epoll fd (its
+//! listener, connections and one timerfd) is watched the same way and handed to
+//! [`Server::on_poll`]; after every iteration [`Server::pump`] sends new log ring entries to
+//! the followers. The loop never returns: it ends in [`shutdown::shutdown_serving`], which
+//! never returns either.
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
@@ -21,6 +24,7 @@ use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFl
 use nix::unistd::Pid;
 use rampart_config::Action;
 
+use crate::control::server::Server;
 use crate::shutdown::{self, ShutdownContext};
 use crate::supervisor::{Decision, ExitStatus, Supervisor};
 
@@ -222,6 +226,7 @@ fn reap_with(
 const SIGNAL_TOKEN: u64 = 1;
 const TIMER_TOKEN: u64 = 2;
 const SUPERVISOR_TOKEN: u64 = 3;
+const CONTROL_TOKEN: u64 = 4;
 
 /// Which of the event sources are ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -230,6 +235,8 @@ pub(crate) struct Ready {
     pub(crate) timer: bool,
     /// The supervisor's own epoll fd (output, readiness, restart timer).
     pub(crate) supervisor: bool,
+    /// The control server's epoll fd (listener, connections, its timer).
+    pub(crate) control: bool,
 }
 
 /// A signalfd for [`HANDLED_SIGNALS`] (non-blocking), an optional one-shot timer, and the
@@ -306,9 +313,19 @@ impl Events {
             })
     }
 
+    /// Also watches `fd` (the control server's epoll instance) for input.
+    pub(crate) fn watch_control(&self, fd: BorrowedFd<'_>) -> Result<(), EventError> {
+        self.epoll
+            .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, CONTROL_TOKEN))
+            .map_err(|source| EventError::EpollAdd {
+                what: "control server",
+                source,
+            })
+    }
+
     /// Blocks (no timeout) until a source is ready; `EINTR` is retried.
     pub(crate) fn wait(&self) -> Result<Ready, EventError> {
-        let mut events = [EpollEvent::empty(); 4];
+        let mut events = [EpollEvent::empty(); 8];
         let n = loop {
             match self.epoll.wait(&mut events, EpollTimeout::NONE) {
                 Ok(n) => break n,
@@ -322,6 +339,7 @@ impl Events {
                 SIGNAL_TOKEN => ready.signals = true,
                 TIMER_TOKEN => ready.timer = true,
                 SUPERVISOR_TOKEN => ready.supervisor = true,
+                CONTROL_TOKEN => ready.control = true,
                 _ => {}
             }
         }
@@ -348,13 +366,23 @@ impl Events {
     }
 }
 
-/// Runs PID 1's event loop with the started services; never returns.
-pub fn serve(mut sup: Supervisor, ctx: ShutdownContext) -> ! {
+/// Runs PID 1's event loop with the started services and, when it could be created, the
+/// control server; never returns.
+pub fn serve(mut sup: Supervisor, ctx: ShutdownContext, mut server: Option<Server>) -> ! {
     let mut budget = ErrorBudget::new(MAX_CONSECUTIVE_ERRORS);
     let events = loop {
         let created = Events::new(None).and_then(|events| {
             if let Some(fd) = sup.poll_fd() {
                 events.watch_supervisor(fd)?;
+            }
+            let watched = server.as_ref().map(|s| events.watch_control(s.poll_fd()));
+            if let Some(Err(error)) = watched {
+                // Not a protection: PID 1 runs on without its control socket.
+                tracing::error!(%error, "control socket not served");
+                crate::log::console(&format!(
+                    "control: error: {error}; running without the control socket"
+                ));
+                server = None;
             }
             Ok(events)
         });
@@ -374,7 +402,7 @@ pub fn serve(mut sup: Supervisor, ctx: ShutdownContext) -> ! {
     loop {
         if let Decision::Shutdown(action) = sup.take_deferred() {
             tracing::info!(%action, "a service with on_exit could not start");
-            shutdown::shutdown(action, &ctx, Some(&mut sup));
+            shutdown::shutdown_serving(action, &ctx, Some(&mut sup), server.as_mut());
         }
         let step = events.wait().and_then(|ready| {
             let mut action = None;
@@ -390,10 +418,24 @@ pub fn serve(mut sup: Supervisor, ctx: ShutdownContext) -> ! {
                     action = action.or(wanted);
                 })?;
             }
+            if ready.control {
+                if let Some(server) = server.as_mut() {
+                    if let Some(wanted) = server.on_poll(&mut sup) {
+                        tracing::info!(action = %wanted, "shutdown requested on the control socket");
+                        action = action.or(Some(wanted));
+                    }
+                }
+            }
             Ok(action)
         });
+        // New log entries of this iteration go out to the followers.
+        if let Some(server) = server.as_mut() {
+            server.pump();
+        }
         match step {
-            Ok(Some(action)) => shutdown::shutdown(action, &ctx, Some(&mut sup)),
+            Ok(Some(action)) => {
+                shutdown::shutdown_serving(action, &ctx, Some(&mut sup), server.as_mut())
+            }
             Ok(None) => budget.succeeded(),
             Err(error) => {
                 tracing::error!(%error, "event loop error");
@@ -596,6 +638,17 @@ mod tests {
             Some(Action::Poweroff)
         );
         assert_eq!(handle_signal(Signal::SIGHUP, &mut sup), None);
+    }
+
+    #[test]
+    fn the_control_fd_is_reported_as_control() {
+        let events = Events::new(None).unwrap();
+        let (read_end, write_end) = nix::unistd::pipe().unwrap();
+        events.watch_control(read_end.as_fd()).unwrap();
+        nix::unistd::write(&write_end, b"x").unwrap();
+        let ready = events.wait().unwrap();
+        assert!(ready.control);
+        assert!(!ready.supervisor && !ready.timer && !ready.signals);
     }
 
     #[test]

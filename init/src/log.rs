@@ -10,6 +10,10 @@
 //! The lines of the console contract (`services started at`, `fatal:`, `no service started`,
 //! the final action) are printed with [`console`], straight to the console and not through
 //! `tracing`, so that they appear exactly as specified.
+//!
+//! Every line also goes to PID 1's in-memory log ring ([`crate::control::ring`], source
+//! `rampart-init`, the level's syslog severity, without the level word), which the control
+//! socket serves and the log forwarder forwards. Console and kmsg output are unchanged.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -21,6 +25,8 @@ use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields};
 use tracing_subscriber::fmt::{FmtContext, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
+
+use crate::control::ring;
 
 /// The prefix of every line rampart-init prints.
 pub const PREFIX: &str = "rampart-init: ";
@@ -97,10 +103,20 @@ fn write_console(text: &str) {
 }
 
 /// Prints one line of the console contract: `rampart-init: <line>` straight to the console,
-/// and the same line to kmsg (priority notice) when attached.
+/// and the same line to kmsg and the log ring (priority notice).
 pub fn console(line: &str) {
     write_console(&console_record(line));
     write_kmsg(5, line);
+    ring::record_init(5, line);
+}
+
+/// The line as the ring keeps it: without the leading level word the format adds.
+#[must_use]
+pub fn ring_message(level: Level, line: &str) -> &str {
+    level_word(level)
+        .and_then(|word| line.strip_prefix(word))
+        .and_then(|rest| rest.strip_prefix(": "))
+        .unwrap_or(line)
 }
 
 /// Makes sure file descriptors 0, 1 and 2 are open, opening `console` for any that is not
@@ -179,6 +195,7 @@ impl<'a> MakeWriter<'a> for LogSink {
 /// flushed or dropped.
 #[derive(Debug)]
 pub struct LineWriter {
+    level: Level,
     priority: u8,
     buf: Vec<u8>,
 }
@@ -186,6 +203,7 @@ pub struct LineWriter {
 impl LineWriter {
     fn new(level: Level) -> Self {
         Self {
+            level,
             priority: kmsg_priority(level),
             buf: Vec::new(),
         }
@@ -201,6 +219,7 @@ impl LineWriter {
         for line in text.lines().filter(|l| !l.is_empty()) {
             console.push_str(&console_record(line));
             write_kmsg(self.priority, line);
+            ring::record_init(self.priority, ring_message(self.level, line));
         }
         write_console(&console);
     }
@@ -309,6 +328,55 @@ mod tests {
         assert_eq!(writer.buf, b"part one part two\n");
         writer.flush().unwrap();
         assert!(writer.buf.is_empty());
+    }
+
+    #[test]
+    fn ring_messages_lose_the_level_word_only() {
+        let cases = [
+            (Level::WARN, "warning: sysctl missing", "sysctl missing"),
+            (Level::ERROR, "error: boom", "boom"),
+            (Level::INFO, "mounted /proc", "mounted /proc"),
+            (Level::WARN, "warningless", "warningless"),
+            (Level::ERROR, "warning: not mine", "warning: not mine"),
+        ];
+        for (level, line, want) in cases {
+            assert_eq!(ring_message(level, line), want);
+        }
+    }
+
+    #[test]
+    fn emitted_lines_reach_the_ring() {
+        let mut writer = LineWriter::new(Level::WARN);
+        writer
+            .write_all(b"warning: log-ring-test one\nlog-ring-test two\n")
+            .unwrap();
+        writer.flush().unwrap();
+        let found = ring::with_ring(|r| {
+            let mut cursor = r.first_seq();
+            let mut out = Vec::new();
+            r.read(&mut cursor, None, &ring::Filter::default(), |e| {
+                if e.message.starts_with("log-ring-test") {
+                    out.push((e.source.clone(), e.severity, e.message.clone()));
+                }
+                true
+            });
+            out
+        });
+        assert_eq!(
+            found,
+            [
+                (
+                    "rampart-init".to_string(),
+                    4,
+                    "log-ring-test one".to_string()
+                ),
+                (
+                    "rampart-init".to_string(),
+                    4,
+                    "log-ring-test two".to_string()
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -5,10 +5,13 @@
 //! child), `SIGKILL`, a short wait, sync, unmount, sync, and the console line. [`shutdown`]
 //! runs it and ends in [`reboot_now`], which calls `reboot(2)` and, should that fail, sleeps
 //! forever: PID 1 never returns and never exits.
+//!
+//! With [`shutdown_serving`], the control server keeps being served during the waits: new
+//! requests get `shutting-down`, `logs --follow` clients see the services stop.
 
 use std::fmt;
 use std::io::Write;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -19,6 +22,7 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{pause, sync, Pid};
 use rampart_config::{Action, HostConfig};
 
+use crate::control::server::{Server, ShuttingDown};
 use crate::event::{self, handled_signals, reap_children, Events};
 use crate::mount::{self, MountSpec};
 use crate::supervisor::{ExitStatus, Supervisor};
@@ -126,7 +130,18 @@ pub enum WaitOutcome {
 }
 
 /// Shuts the host down with `action`; never returns.
-pub fn shutdown(action: Action, ctx: &ShutdownContext, mut sup: Option<&mut Supervisor>) -> ! {
+pub fn shutdown(action: Action, ctx: &ShutdownContext, sup: Option<&mut Supervisor>) -> ! {
+    shutdown_serving(action, ctx, sup, None)
+}
+
+/// Shuts the host down with `action`, serving the control socket while it waits for the
+/// services to end; never returns.
+pub fn shutdown_serving(
+    action: Action,
+    ctx: &ShutdownContext,
+    mut sup: Option<&mut Supervisor>,
+    mut server: Option<&mut Server>,
+) -> ! {
     tracing::info!(%action, timeout = ?ctx.timeout, "shutting down");
     if let Some(sup) = sup.as_deref_mut() {
         sup.begin_shutdown();
@@ -136,12 +151,17 @@ pub fn shutdown(action: Action, ctx: &ShutdownContext, mut sup: Option<&mut Supe
         tracing::warn!(%error, "blocking signals for shutdown failed");
     }
     for step in steps(action, ctx.timeout) {
-        run_step(step, ctx, &mut sup);
+        run_step(step, ctx, &mut sup, &mut server);
     }
     reboot_now(action)
 }
 
-fn run_step(step: Step, ctx: &ShutdownContext, sup: &mut Option<&mut Supervisor>) {
+fn run_step(
+    step: Step,
+    ctx: &ShutdownContext,
+    sup: &mut Option<&mut Supervisor>,
+    server: &mut Option<&mut Server>,
+) {
     match step {
         Step::SignalAll(signal) => match kill(Pid::from_raw(-1), signal) {
             Ok(()) => tracing::info!(signal = signal.as_str(), "signalled every process"),
@@ -154,17 +174,32 @@ fn run_step(step: Step, ctx: &ShutdownContext, sup: &mut Option<&mut Supervisor>
             // Service output keeps flowing while services stop (a full pipe would block a
             // service that logs on its way out): the supervisor's fd joins the wait.
             let output = sup.as_deref().and_then(Supervisor::poll_raw_fd);
-            let outcome = wait_children(timeout, output, |event| match event {
-                WaitEvent::Exited(pid, status) => {
-                    reaped = reaped.saturating_add(1);
-                    if let Some(sup) = sup.as_deref_mut() {
-                        sup.on_exit(pid, status);
+            let control = server.as_deref().map(|s| s.poll_fd().as_raw_fd());
+            let outcome = wait_children(timeout, output, control, |event| {
+                match event {
+                    WaitEvent::Exited(pid, status) => {
+                        reaped = reaped.saturating_add(1);
+                        if let Some(sup) = sup.as_deref_mut() {
+                            sup.on_exit(pid, status);
+                        }
+                    }
+                    WaitEvent::Output => {
+                        if let Some(sup) = sup.as_deref_mut() {
+                            sup.drain_output();
+                        }
+                    }
+                    WaitEvent::Control => {
+                        if let Some(server) = server.as_deref_mut() {
+                            // Every request is refused now; a reboot asked again changes nothing.
+                            let _ = match sup.as_deref_mut() {
+                                Some(sup) => server.on_poll(sup),
+                                None => server.on_poll(&mut ShuttingDown),
+                            };
+                        }
                     }
                 }
-                WaitEvent::Output => {
-                    if let Some(sup) = sup.as_deref_mut() {
-                        sup.drain_output();
-                    }
+                if let Some(server) = server.as_deref_mut() {
+                    server.pump();
                 }
             });
             tracing::info!(?outcome, reaped, waited = ?start.elapsed(), "wait for children ended");
@@ -186,16 +221,20 @@ pub enum WaitEvent {
     Exited(Pid, ExitStatus),
     /// The extra fd (the supervisor's) is readable: drain service output.
     Output,
+    /// The control server's fd is readable: serve it.
+    Control,
 }
 
 /// Reaps children until none is left or `timeout` has passed, whichever comes first.
 ///
 /// The signals must be blocked. The deadline is a timerfd watched with the signalfd (and the
-/// optional `extra` fd, reported as [`WaitEvent::Output`]) through epoll; should those fds
-/// fail, `sigtimedwait` against the same deadline takes over.
+/// optional `extra` fd, reported as [`WaitEvent::Output`], and `control` fd, reported as
+/// [`WaitEvent::Control`]) through epoll; should those fds fail, `sigtimedwait` against the
+/// same deadline takes over.
 pub fn wait_children(
     timeout: Duration,
     extra: Option<RawFd>,
+    control: Option<RawFd>,
     mut on_event: impl FnMut(WaitEvent),
 ) -> WaitOutcome {
     if reap_children(|pid, status| on_event(WaitEvent::Exited(pid, status))).no_children {
@@ -215,6 +254,14 @@ pub fn wait_children(
         if let Some(fd) = extra {
             // SAFETY: the caller keeps `fd` open for this call (the supervisor owns it).
             events.watch_supervisor(unsafe { BorrowedFd::borrow_raw(fd) })?;
+        }
+        if let Some(fd) = control {
+            // SAFETY: the caller keeps `fd` open for this call (the control server owns it).
+            let watched = events.watch_control(unsafe { BorrowedFd::borrow_raw(fd) });
+            if let Err(error) = watched {
+                // Waiting matters more than serving: carry on without the control socket.
+                tracing::warn!(%error, "control socket not served while shutting down");
+            }
         }
         Ok(events)
     });
@@ -246,6 +293,9 @@ pub fn wait_children(
         }
         if ready.supervisor {
             on_event(WaitEvent::Output);
+        }
+        if ready.control {
+            on_event(WaitEvent::Control);
         }
         if reap_children(|pid, status| on_event(WaitEvent::Exited(pid, status))).no_children {
             return WaitOutcome::NoChildren;
@@ -442,7 +492,7 @@ mod tests {
             };
             let start = Instant::now();
             let mut seen = Vec::new();
-            let outcome = wait_children(Duration::from_secs(20), None, |event| {
+            let outcome = wait_children(Duration::from_secs(20), None, None, |event| {
                 if let WaitEvent::Exited(pid, status) = event {
                     seen.push((pid, status))
                 }
@@ -463,13 +513,48 @@ mod tests {
     }
 
     #[test]
+    fn wait_serves_the_control_fd() {
+        let code = in_child(|| {
+            let Ok((read_end, write_end)) = nix::unistd::pipe() else {
+                return 101;
+            };
+            if nix::unistd::write(&write_end, b"x").is_err() {
+                return 101;
+            }
+            let Some(_child) = sleeper("0.2") else {
+                return 101;
+            };
+            let mut control = 0u32;
+            let outcome = wait_children(
+                Duration::from_secs(20),
+                None,
+                Some(read_end.as_raw_fd()),
+                |event| {
+                    if event == WaitEvent::Control {
+                        control += 1;
+                        // Served: the "request" is consumed.
+                        let mut buf = [0u8; 8];
+                        let _ = nix::unistd::read(&read_end, &mut buf);
+                    }
+                },
+            );
+            match (outcome, control) {
+                (WaitOutcome::NoChildren, 1) => 0,
+                (WaitOutcome::NoChildren, _) => 102,
+                _ => 103,
+            }
+        });
+        assert_eq!(code, 0);
+    }
+
+    #[test]
     fn wait_stops_at_the_deadline() {
         let code = in_child(|| {
             let Some(mut child) = sleeper("30") else {
                 return 101;
             };
             let start = Instant::now();
-            let outcome = wait_children(Duration::from_millis(300), None, |_| {});
+            let outcome = wait_children(Duration::from_millis(300), None, None, |_| {});
             let waited = start.elapsed();
             let _ = child.kill();
             let _ = child.wait();

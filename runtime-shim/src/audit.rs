@@ -1,5 +1,6 @@
 //! The audit trail: one JSON line per decision, appended to a file only root can read, and the
-//! same through `tracing`.
+//! same through `tracing`. A pod's lines also name the pod, its Kubernetes namespace, the
+//! container and whether it is the sandbox.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::policy::{Action, Decision};
+use crate::policy::{Action, Decision, PodIdentity};
 
 /// Why the audit log could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -50,11 +51,13 @@ pub struct Record<'a> {
     pub command: &'a str,
     /// The decision.
     pub decision: &'a Decision,
+    /// The pod, when the container is a pod's (from its CRI annotations).
+    pub pod: Option<&'a PodIdentity>,
 }
 
 /// Formats a record as one JSON line (with its newline).
 pub fn line(r: &Record<'_>) -> String {
-    let v = json!({
+    let mut v = json!({
         "time": r.time,
         "container": r.container,
         "command": r.command,
@@ -62,6 +65,16 @@ pub fn line(r: &Record<'_>) -> String {
         "rule": r.decision.rule.as_str(),
         "detail": r.decision.detail,
     });
+    if let (Some(pod), Some(obj)) = (r.pod, v.as_object_mut()) {
+        obj.insert("pod".into(), json!(pod.name));
+        obj.insert("pod_namespace".into(), json!(pod.namespace.as_str()));
+        obj.insert("container_name".into(), json!(pod.container));
+        obj.insert("container_type".into(), json!(pod.kind.as_str()));
+        obj.insert("sandbox_id".into(), json!(pod.sandbox_id));
+        if let Some(image) = &pod.image {
+            obj.insert("image".into(), json!(image));
+        }
+    }
     format!("{v}\n")
 }
 
@@ -70,11 +83,14 @@ pub fn line(r: &Record<'_>) -> String {
 pub fn append(path: &Path, records: &[Record<'_>]) -> Result<(), AuditError> {
     for r in records {
         let d = r.decision;
+        let pod = r.pod.map(ToString::to_string);
+        let pod = pod.as_deref().unwrap_or("");
         match d.action {
             Action::Refused => tracing::warn!(
                 container = r.container,
                 command = r.command,
                 rule = d.rule.as_str(),
+                pod = pod,
                 "refused: {}",
                 d.detail
             ),
@@ -82,6 +98,7 @@ pub fn append(path: &Path, records: &[Record<'_>]) -> Result<(), AuditError> {
                 container = r.container,
                 command = r.command,
                 rule = d.rule.as_str(),
+                pod = pod,
                 "clamped: {}",
                 d.detail
             ),
@@ -89,6 +106,7 @@ pub fn append(path: &Path, records: &[Record<'_>]) -> Result<(), AuditError> {
                 container = r.container,
                 command = r.command,
                 rule = d.rule.as_str(),
+                pod = pod,
                 "allowed: {}",
                 d.detail
             ),
@@ -142,11 +160,66 @@ mod tests {
             container: "c1",
             command: "create",
             decision: &d,
+            pod: None,
         };
         assert_eq!(
             line(&r),
             "{\"time\":\"2025-01-01T00:00:00.000000000Z\",\"container\":\"c1\",\"command\":\"create\",\"action\":\"refused\",\"rule\":\"mounts\",\"detail\":\"bind mount onto /x: / is \\\"the host's root\\\"\"}\n"
         );
+    }
+
+    #[test]
+    fn pod_lines_name_the_pod() {
+        let d = Decision {
+            action: Action::Refused,
+            rule: Rule::Privileged,
+            detail: "x".into(),
+        };
+        let spec = |kind: &str, extra: serde_json::Value| {
+            let mut a = json!({
+                "io.kubernetes.cri.container-type": kind,
+                "io.kubernetes.cri.sandbox-id": "5e1f",
+                "io.kubernetes.cri.sandbox-name": "web-0",
+                "io.kubernetes.cri.sandbox-namespace": "shop",
+            });
+            a.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            json!({ "annotations": a })
+        };
+        // (spec, the pod fields of the line)
+        let cases = [
+            (
+                spec(
+                    "container",
+                    json!({
+                        "io.kubernetes.cri.container-name": "nginx",
+                        "io.kubernetes.cri.image-name": "docker.io/library/nginx:1.25"
+                    }),
+                ),
+                ",\"pod\":\"web-0\",\"pod_namespace\":\"shop\",\"container_name\":\"nginx\",\"container_type\":\"container\",\"sandbox_id\":\"5e1f\",\"image\":\"docker.io/library/nginx:1.25\"}\n",
+            ),
+            (
+                spec("sandbox", json!({})),
+                ",\"pod\":\"web-0\",\"pod_namespace\":\"shop\",\"container_name\":null,\"container_type\":\"sandbox\",\"sandbox_id\":\"5e1f\"}\n",
+            ),
+        ];
+        for (spec, tail) in cases {
+            let pod = crate::policy::identify(&spec).unwrap().unwrap();
+            let r = Record {
+                time: "t",
+                container: "c",
+                command: "create",
+                decision: &d,
+                pod: Some(&pod),
+            };
+            let l = line(&r);
+            assert!(
+                l.starts_with("{\"time\":\"t\",\"container\":\"c\",\"command\":\"create\",\"action\":\"refused\",\"rule\":\"privileged\",\"detail\":\"x\""),
+                "{l}"
+            );
+            assert!(l.ends_with(tail), "{l}");
+        }
     }
 
     #[test]
@@ -163,6 +236,7 @@ mod tests {
             container: "c",
             command: "create",
             decision: &d,
+            pod: None,
         };
         append(&path, std::slice::from_ref(&r)).unwrap();
         append(&path, &[r.clone(), r]).unwrap();

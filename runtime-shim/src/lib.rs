@@ -31,7 +31,7 @@ use rampart_config::{ConfigError, ContainerPolicy};
 use args::{Invocation, Subcommand};
 use audit::{AuditError, Record};
 use bundle::BundleError;
-use policy::{Action, Decision, Policy, Rule};
+use policy::{Action, Decision, PodIdentity, Policy, Rule};
 
 /// Environment variable naming the host file (default `/etc/rampart/host.toml`).
 pub const ENV_CONFIG: &str = "RAMPART_CONFIG";
@@ -140,7 +140,7 @@ fn load_policy(path: &Path) -> Result<ContainerPolicy, ConfigError> {
 }
 
 /// The line that sums up one checked spec or process.
-fn verdict(decisions: &[Decision]) -> Decision {
+pub fn verdict(decisions: &[Decision]) -> Decision {
     let count = |a: Action| decisions.iter().filter(|d| d.action == a).count();
     let (refused, clamped) = (count(Action::Refused), count(Action::Clamped));
     if refused > 0 {
@@ -172,6 +172,7 @@ pub fn refusal_reasons(decisions: &[Decision]) -> String {
 fn record(
     audit_log: &Path,
     inv: &Invocation,
+    pod: Option<&PodIdentity>,
     decisions: &mut Vec<Decision>,
 ) -> Result<(), AuditError> {
     decisions.push(verdict(decisions));
@@ -185,6 +186,7 @@ fn record(
             container,
             command,
             decision,
+            pod,
         })
         .collect();
     audit::append(audit_log, &records)
@@ -195,6 +197,7 @@ fn read_audited(
     path: &Path,
     audit_log: &Path,
     inv: &Invocation,
+    pod: Option<&PodIdentity>,
 ) -> Result<serde_json::Value, ShimError> {
     bundle::read_json(path).or_else(|e| {
         let mut d = vec![Decision {
@@ -202,9 +205,23 @@ fn read_audited(
             rule: Rule::Spec,
             detail: e.to_string(),
         }];
-        record(audit_log, inv, &mut d)?;
+        record(audit_log, inv, pod, &mut d)?;
         Err(e.into())
     })
+}
+
+/// The pod an `exec` runs in, for its audit lines: containerd's shim runs runc in the
+/// container's bundle folder (named after the container), whose `config.json` holds the CRI
+/// annotations. Anything else (another folder, no file, no annotations) is no pod.
+fn exec_pod(cwd: &Path, container: Option<&str>) -> Option<PodIdentity> {
+    let named_after = cwd
+        .file_name()
+        .is_some_and(|n| Some(n.to_string_lossy().as_ref()) == container);
+    if !named_after {
+        return None;
+    }
+    let spec = bundle::read_json(&cwd.join("config.json")).ok()?;
+    policy::identify(&spec).ok().flatten()
 }
 
 /// Checks the command line against the policy, applies what must change (spec or process file,
@@ -245,10 +262,11 @@ pub fn prepare(argv: &[OsString], settings: &Settings) -> Result<Plan, ShimError
             let bundle_dir = inv.bundle(&settings.cwd);
             let bundle = policy::lexical(Path::new("/"), &bundle_dir.to_string_lossy());
             let path = bundle_dir.join("config.json");
-            let spec = read_audited(&path, &audit_log, &inv)?;
+            let spec = read_audited(&path, &audit_log, &inv, None)?;
+            let pod = policy::identify(&spec).ok().flatten();
             let facts = facts::gather(&spec, &bundle, &settings.proc_root);
             let mut checked = policy.check_spec(&spec, &facts);
-            record(&audit_log, &inv, &mut checked.decisions)?;
+            record(&audit_log, &inv, pod.as_ref(), &mut checked.decisions)?;
             if checked.is_refused() {
                 return Err(refuse(&checked.decisions));
             }
@@ -258,9 +276,10 @@ pub fn prepare(argv: &[OsString], settings: &Settings) -> Result<Plan, ShimError
         }
         Some(Subcommand::Exec) => match inv.process_file(&settings.cwd) {
             Some(path) => {
-                let process = read_audited(&path, &audit_log, &inv)?;
+                let pod = exec_pod(&settings.cwd, inv.container_id());
+                let process = read_audited(&path, &audit_log, &inv, pod.as_ref())?;
                 let mut checked = policy.check_process(&process);
-                record(&audit_log, &inv, &mut checked.decisions)?;
+                record(&audit_log, &inv, pod.as_ref(), &mut checked.decisions)?;
                 if checked.is_refused() {
                     return Err(refuse(&checked.decisions));
                 }
@@ -269,8 +288,9 @@ pub fn prepare(argv: &[OsString], settings: &Settings) -> Result<Plan, ShimError
                 }
             }
             None => {
+                let pod = exec_pod(&settings.cwd, inv.container_id());
                 let (mut decisions, drop) = policy.check_exec_flags(&inv);
-                record(&audit_log, &inv, &mut decisions)?;
+                record(&audit_log, &inv, pod.as_ref(), &mut decisions)?;
                 keep = inv.without(&drop);
             }
         },
@@ -374,6 +394,98 @@ mod tests {
         };
         let plan = prepare(&[OsString::from("x"), OsString::from("list")], &s).unwrap();
         assert_eq!(plan.program, PathBuf::from("/env/runc"));
+    }
+
+    /// A pod's `create` and `exec` write the pod into every audit line; a privileged pod is
+    /// refused with the rule named.
+    #[test]
+    fn pod_audit_lines_and_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path());
+        let id = "9a8b7c6d5e4f";
+        let bundle = dir.path().join(id);
+        std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
+        let annotations = serde_json::json!({
+            "io.kubernetes.cri.container-type": "container",
+            "io.kubernetes.cri.container-name": "nginx",
+            "io.kubernetes.cri.image-name": "docker.io/library/nginx:1.25",
+            "io.kubernetes.cri.sandbox-id": "3f4d5e6a7b8c",
+            "io.kubernetes.cri.sandbox-name": "web-0",
+            "io.kubernetes.cri.sandbox-namespace": "shop",
+            "io.kubernetes.cri.sandbox-uid": "7c1e2f3a-4b5c-4d6e-8f90-a1b2c3d4e5f6"
+        });
+        let spec = serde_json::json!({
+            "ociVersion": "1.0.2-dev",
+            "process": {"args": ["nginx"], "cwd": "/"},
+            "root": {"path": "rootfs"},
+            "annotations": annotations,
+            "linux": {"namespaces": [
+                {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
+                {"type": "network", "path": "/var/run/netns/cni-none"}
+            ]}
+        });
+        std::fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
+        let argv = |args: &[&str]| -> Vec<OsString> { args.iter().map(OsString::from).collect() };
+        let bundle_arg = bundle.to_string_lossy().into_owned();
+        prepare(&argv(&["runc", "create", "--bundle", &bundle_arg, id]), &s).unwrap();
+        std::fs::write(dir.path().join("p.json"), r#"{"args": ["sh"]}"#).unwrap();
+        let in_bundle = Settings {
+            cwd: bundle.clone(),
+            ..s.clone()
+        };
+        let process = dir.path().join("p.json").to_string_lossy().into_owned();
+        prepare(
+            &argv(&["runc", "exec", "--process", &process, id]),
+            &in_bundle,
+        )
+        .unwrap();
+        // Elsewhere (a folder not named after the container) an exec is no pod's.
+        prepare(&argv(&["runc", "exec", "--process", &process, id]), &s).unwrap();
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("audit.log"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let (pods, plain): (Vec<_>, Vec<_>) = lines.iter().partition(|l| l.get("pod").is_some());
+        assert!(pods.iter().any(|l| l["command"] == "create"));
+        assert!(pods.iter().any(|l| l["command"] == "exec"));
+        for l in &pods {
+            assert_eq!(
+                (
+                    &l["pod"],
+                    &l["pod_namespace"],
+                    &l["container_name"],
+                    &l["container_type"]
+                ),
+                (
+                    &serde_json::json!("web-0"),
+                    &serde_json::json!("shop"),
+                    &serde_json::json!("nginx"),
+                    &serde_json::json!("container")
+                ),
+                "{l}"
+            );
+        }
+        assert!(!plain.is_empty() && plain.iter().all(|l| l["command"] == "exec"));
+        let written = bundle::read_json(&bundle.join("config.json")).unwrap();
+        assert_eq!(
+            written["process"]["noNewPrivileges"],
+            serde_json::json!(true)
+        );
+        assert_eq!(
+            written["linux"]["seccomp"]["defaultAction"],
+            serde_json::json!("SCMP_ACT_ERRNO")
+        );
+        // A privileged container of the same pod.
+        let mut privileged = spec.clone();
+        privileged["process"]["capabilities"] = serde_json::json!({"bounding": ["CAP_SYS_ADMIN"]});
+        std::fs::write(bundle.join("config.json"), privileged.to_string()).unwrap();
+        let e = prepare(&argv(&["runc", "create", "--bundle", &bundle_arg, id]), &s).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&format!("container {id} refused by the host's container policy: privileged: pod shop/web-0 container nginx is privileged: it asks for CAP_SYS_ADMIN; allow it with allow_privileged = true in [[container_policy.kubernetes_namespace]] name = \"shop\"")),
+            "{msg}"
+        );
     }
 
     #[test]

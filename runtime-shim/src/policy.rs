@@ -8,6 +8,10 @@
 //! hooks, a missing user namespace when one is required). Every refusal can be lifted only by
 //! an explicit entry in `[container_policy]`. The JSON is edited as [`serde_json::Value`], so
 //! every field the policy does not know is kept as it was.
+//!
+//! Pods (specs the CRI plugin annotated, see [`pod`]) pass the same rules, plus three of their
+//! own that their Kubernetes namespace's table can lift: `privileged`, `host-paths` (sensitive
+//! bind mounts) and `host-network`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -20,6 +24,11 @@ use serde_json::{json, Map, Value};
 
 use crate::args::{Flag, Invocation};
 use crate::seccomp;
+
+pub mod pod;
+
+use pod::Scope;
+pub use pod::{identify, ContainerType, PodIdentity};
 
 /// Docker's default capability set minus `CAP_NET_RAW` and `CAP_MKNOD`: what a container may
 /// keep without an `allow_capabilities` entry.
@@ -83,7 +92,11 @@ pub const SENSITIVE_PATHS: &[&str] = &[
     "/dev",
     "/boot",
     "/run/containerd",
+    "/var/run/containerd",
+    "/run/docker.sock",
+    "/var/run/docker.sock",
     "/var/lib/containerd",
+    "/var/lib/kubelet",
     "/etc/rampart",
 ];
 
@@ -175,6 +188,14 @@ pub enum Rule {
     Resources,
     /// `process.apparmorProfile`.
     AppArmor,
+    /// A pod's CRI annotations.
+    Pod,
+    /// A pod with the signs of `privileged: true`.
+    Privileged,
+    /// A pod's bind mounts of sensitive host paths (`hostPath` volumes).
+    HostPaths,
+    /// A pod without its own network namespace (`hostNetwork: true`).
+    HostNetwork,
     /// The verdict for a whole spec or process.
     Policy,
 }
@@ -199,6 +220,10 @@ impl Rule {
             Rule::Hooks => "hooks",
             Rule::Resources => "resources",
             Rule::AppArmor => "apparmor",
+            Rule::Pod => "pod",
+            Rule::Privileged => "privileged",
+            Rule::HostPaths => "host-paths",
+            Rule::HostNetwork => "host-network",
             Rule::Policy => "policy",
         }
     }
@@ -447,6 +472,13 @@ impl Policy {
     pub fn check_spec(&self, spec: &Value, facts: &HostFacts) -> Checked {
         let mut value = spec.clone();
         let mut cx = Ctx::default();
+        let pod = match identify(spec) {
+            Ok(p) => p,
+            Err(e) => {
+                cx.refuse(Rule::Pod, e);
+                None
+            }
+        };
         let Some(obj) = value.as_object_mut() else {
             cx.refuse(Rule::Spec, "config.json is not a JSON object");
             return Checked {
@@ -454,12 +486,13 @@ impl Policy {
                 decisions: cx.decisions,
             };
         };
+        let scope = self.scope(pod.as_ref(), obj, &mut cx);
         match obj.get_mut("process") {
             None | Some(Value::Null) => {}
-            Some(p) => self.process(p, &mut cx),
+            Some(p) => self.process(p, &scope, &mut cx),
         }
-        self.root(obj, facts, &mut cx);
-        self.mounts(obj, facts, &mut cx);
+        self.root(obj, facts, &scope, &mut cx);
+        self.mounts(obj, facts, &scope, &mut cx);
         self.hooks(obj, &mut cx);
         let linux = obj.entry("linux").or_insert_with(|| json!({}));
         if linux.is_null() {
@@ -468,19 +501,31 @@ impl Policy {
         match linux.as_object_mut() {
             None => cx.refuse(Rule::Spec, "linux is not an object"),
             Some(l) => {
-                self.namespaces(l, facts, &mut cx);
+                self.namespaces(l, facts, &scope, &mut cx);
                 self.user_namespaces(l, &mut cx);
-                self.devices(l, &mut cx);
+                self.devices(l, &scope, &mut cx);
                 self.seccomp(l, &mut cx);
                 self.resources(l, &mut cx);
-                ensure_paths(l, "maskedPaths", MASKED_PATHS, Rule::MaskedPaths, &mut cx);
-                ensure_paths(
-                    l,
-                    "readonlyPaths",
-                    READONLY_PATHS,
-                    Rule::ReadonlyPaths,
-                    &mut cx,
-                );
+                if scope.privileged {
+                    for rule in [Rule::MaskedPaths, Rule::ReadonlyPaths] {
+                        cx.allow(
+                            rule,
+                            format!(
+                                "left as the spec has them: privileged pod ({})",
+                                scope.privileged_reason()
+                            ),
+                        );
+                    }
+                } else {
+                    ensure_paths(l, "maskedPaths", MASKED_PATHS, Rule::MaskedPaths, &mut cx);
+                    ensure_paths(
+                        l,
+                        "readonlyPaths",
+                        READONLY_PATHS,
+                        Rule::ReadonlyPaths,
+                        &mut cx,
+                    );
+                }
             }
         }
         Checked {
@@ -493,7 +538,7 @@ impl Policy {
     pub fn check_process(&self, process: &Value) -> Checked {
         let mut value = process.clone();
         let mut cx = Ctx::default();
-        self.process(&mut value, &mut cx);
+        self.process(&mut value, &Scope::default(), &mut cx);
         Checked {
             value,
             decisions: cx.decisions,
@@ -537,12 +582,12 @@ impl Policy {
         (cx.decisions, drop)
     }
 
-    fn process(&self, p: &mut Value, cx: &mut Ctx) {
+    fn process(&self, p: &mut Value, scope: &Scope<'_>, cx: &mut Ctx) {
         let Some(p) = p.as_object_mut() else {
             cx.refuse(Rule::Spec, "process is not an object");
             return;
         };
-        self.capabilities(p, cx);
+        self.capabilities(p, scope, cx);
         if p.get("noNewPrivileges") != Some(&Value::Bool(true)) {
             let was = p
                 .get("noNewPrivileges")
@@ -600,7 +645,7 @@ impl Policy {
         );
     }
 
-    fn capabilities(&self, p: &mut Map<String, Value>, cx: &mut Ctx) {
+    fn capabilities(&self, p: &mut Map<String, Value>, scope: &Scope<'_>, cx: &mut Ctx) {
         let caps = match p.get_mut("capabilities") {
             None | Some(Value::Null) => return,
             Some(Value::Object(c)) => c,
@@ -626,7 +671,7 @@ impl Policy {
             }
             let (keep, drop): (Vec<String>, Vec<String>) = names
                 .into_iter()
-                .partition(|c| self.allowed_caps.contains(c));
+                .partition(|c| scope.privileged || self.allowed_caps.contains(c));
             extra.extend(
                 keep.iter()
                     .filter(|c| !DEFAULT_CAPABILITIES.contains(&c.as_str()))
@@ -651,10 +696,21 @@ impl Policy {
         }
         if !extra.is_empty() {
             let extra: Vec<String> = extra.into_iter().collect();
-            cx.allow(
-                Rule::Capabilities,
-                format!("kept {} (allow_capabilities)", extra.join(", ")),
-            );
+            if scope.privileged {
+                cx.allow(
+                    Rule::Capabilities,
+                    format!(
+                        "kept {}: privileged pod ({})",
+                        list(&extra, 8),
+                        scope.privileged_reason()
+                    ),
+                );
+            } else {
+                cx.allow(
+                    Rule::Capabilities,
+                    format!("kept {} (allow_capabilities)", extra.join(", ")),
+                );
+            }
         }
     }
 
@@ -689,9 +745,15 @@ impl Policy {
         bundle != Path::new("/") && !self.sensitive.iter().any(|s| s.starts_with(bundle))
     }
 
-    /// Why exposing host path `p` (lexical) is refused, and the path an `allow_mounts` entry
-    /// would have to cover, if it is refused; `Ok(true)` when it is sensitive but allowed.
-    fn exposes(&self, p: &Path, facts: &HostFacts) -> Result<bool, (String, PathBuf)> {
+    /// Why exposing host path `p` (lexical) is refused, and the path an `allow_mounts` (or, for
+    /// a pod, `allow_host_paths`) entry would have to cover, if it is refused; `Ok(Some(key))`
+    /// when it is sensitive but allowed by that key.
+    fn exposes(
+        &self,
+        p: &Path,
+        facts: &HostFacts,
+        scope: &Scope<'_>,
+    ) -> Result<Option<AllowedBy>, (String, PathBuf)> {
         let canonical = facts.canonical.get(p);
         let bundle = &facts.bundle;
         let canonical_bundle = facts.canonical.get(bundle).unwrap_or(bundle);
@@ -700,13 +762,15 @@ impl Policy {
             && p != bundle
             && canonical.is_none_or(|c| c.starts_with(canonical_bundle) && c != canonical_bundle);
         if inside_bundle {
-            return Ok(false);
+            return Ok(None);
         }
-        let mut allowed = false;
+        let mut allowed = None;
         for form in std::iter::once(p).chain(canonical.map(PathBuf::as_path)) {
             if let Some(hit) = self.sensitive_hit(form) {
                 if self.mount_allowed(form) {
-                    allowed = true;
+                    allowed = Some(AllowedBy::Mounts);
+                } else if Self::host_path_allowed(scope, form) {
+                    allowed = Some(AllowedBy::HostPaths);
                 } else {
                     let via = if form == p {
                         String::new()
@@ -720,7 +784,7 @@ impl Policy {
         Ok(allowed)
     }
 
-    fn root(&self, obj: &Map<String, Value>, facts: &HostFacts, cx: &mut Ctx) {
+    fn root(&self, obj: &Map<String, Value>, facts: &HostFacts, scope: &Scope<'_>, cx: &mut Ctx) {
         let path = match obj.get("root").map(|r| r.get("path")) {
             None | Some(None) => return,
             Some(Some(Value::String(p))) => p,
@@ -730,11 +794,11 @@ impl Policy {
             }
         };
         let p = lexical(&facts.bundle, path);
-        match self.exposes(&p, facts) {
-            Ok(false) => {}
-            Ok(true) => cx.allow(
+        match self.exposes(&p, facts, scope) {
+            Ok(None) => {}
+            Ok(Some(by)) => cx.allow(
                 Rule::Rootfs,
-                format!("root file system {} (allow_mounts)", p.display()),
+                format!("root file system {} ({})", p.display(), by.key(scope)),
             ),
             Err((why, form)) => cx.refuse(
                 Rule::Rootfs,
@@ -746,7 +810,13 @@ impl Policy {
         }
     }
 
-    fn mounts(&self, obj: &mut Map<String, Value>, facts: &HostFacts, cx: &mut Ctx) {
+    fn mounts(
+        &self,
+        obj: &mut Map<String, Value>,
+        facts: &HostFacts,
+        scope: &Scope<'_>,
+        cx: &mut Ctx,
+    ) {
         let mounts = match obj.get_mut("mounts") {
             None | Some(Value::Null) => return,
             Some(Value::Array(m)) => m,
@@ -755,6 +825,7 @@ impl Policy {
                 return;
             }
         };
+        let mut own: Vec<String> = Vec::new();
         for (i, m) in mounts.iter_mut().enumerate() {
             let Some(m) = m.as_object_mut() else {
                 cx.refuse(Rule::Spec, format!("mounts[{i}] is not an object"));
@@ -786,24 +857,57 @@ impl Policy {
                     continue;
                 };
                 let p = lexical(&facts.bundle, src);
-                match self.exposes(&p, facts) {
-                    Ok(false) => {}
-                    Ok(true) => cx.allow(
+                if let Some(pod) = scope.pod {
+                    if Self::pod_own_path(&p, facts, pod) {
+                        own.push(dest);
+                        continue;
+                    }
+                }
+                match (self.exposes(&p, facts, scope), scope.pod) {
+                    (Ok(None), _) => {}
+                    (Ok(Some(AllowedBy::Mounts)), _) => cx.allow(
                         Rule::Mounts,
                         format!("bind mount of {} onto {dest} (allow_mounts)", p.display()),
                     ),
-                    Err((why, form)) => cx.refuse(
+                    (Ok(Some(AllowedBy::HostPaths)), _) => cx.allow(
+                        Rule::HostPaths,
+                        format!(
+                            "{}bind mount of {} onto {dest} ({})",
+                            pod_prefix(scope),
+                            p.display(),
+                            AllowedBy::HostPaths.key(scope)
+                        ),
+                    ),
+                    (Err((why, form)), None) => cx.refuse(
                         Rule::Mounts,
                         format!(
                             "bind mount onto {dest}: {why}; allow it with allow_mounts = [\"{}\"]",
                             form.display()
                         ),
                     ),
+                    (Err((why, form)), Some(pod)) => cx.refuse(
+                        Rule::HostPaths,
+                        format!(
+                            "{pod}: bind mount onto {dest}: {why}; allow it with allow_host_paths = [\"{}\"] in [[container_policy.kubernetes_namespace]] name = \"{}\"",
+                            form.display(),
+                            pod.namespace
+                        ),
+                    ),
                 }
                 continue;
             }
             if READ_ONLY_MOUNT_TYPES.contains(&typ.as_str()) {
-                if !options.iter().any(|o| o == "ro") || options.iter().any(|o| o == "rw") {
+                let writable =
+                    !options.iter().any(|o| o == "ro") || options.iter().any(|o| o == "rw");
+                if writable && scope.privileged {
+                    cx.allow(
+                        Rule::Mounts,
+                        format!(
+                            "the {typ} mount on {dest} stays writable: privileged pod ({})",
+                            scope.privileged_reason()
+                        ),
+                    );
+                } else if writable {
                     let mut new: Vec<String> = options.into_iter().filter(|o| o != "rw").collect();
                     if !new.iter().any(|o| o == "ro") {
                         new.push("ro".into());
@@ -833,6 +937,19 @@ impl Policy {
                     ),
                 );
             }
+        }
+        if let (false, Some(pod)) = (own.is_empty(), scope.pod) {
+            let uid = pod.uid.as_ref().map_or_else(String::new, |u| {
+                format!(" and the kubelet's for pod uid {u}")
+            });
+            cx.allow(
+                Rule::Mounts,
+                format!(
+                    "{pod}: bind mounts of its own files onto {} (from the CRI plugin's folders for sandbox {}{uid})",
+                    list(&own, 8),
+                    pod.sandbox_id
+                ),
+            );
         }
     }
 
@@ -876,7 +993,13 @@ impl Policy {
         }
     }
 
-    fn namespaces(&self, l: &Map<String, Value>, facts: &HostFacts, cx: &mut Ctx) {
+    fn namespaces(
+        &self,
+        l: &Map<String, Value>,
+        facts: &HostFacts,
+        scope: &Scope<'_>,
+        cx: &mut Ctx,
+    ) {
         let linux = Value::Object(l.clone());
         let entries = match namespace_entries(Some(&linux)) {
             Ok(e) => e,
@@ -885,15 +1008,43 @@ impl Policy {
                 return;
             }
         };
-        for ns in HostNamespace::ALL {
-            let shared = match entries.iter().find(|(t, _)| t == ns.as_str()) {
-                None => Some(format!("has no {ns} namespace")),
-                Some((_, Some(p))) if facts.host_namespace_paths.contains(p) => {
-                    Some(format!("joins the host's {ns} namespace ({p})"))
+        let shared: Vec<(HostNamespace, Option<String>)> = HostNamespace::ALL
+            .into_iter()
+            .map(|ns| {
+                let why = match entries.iter().find(|(t, _)| t == ns.as_str()) {
+                    None => Some(format!("has no {ns} namespace")),
+                    Some((_, Some(p))) if facts.host_namespace_paths.contains(p) => {
+                        Some(format!("joins the host's {ns} namespace ({p})"))
+                    }
+                    Some(_) => None,
+                };
+                (ns, why)
+            })
+            .collect();
+        let host_network = shared
+            .iter()
+            .find(|(ns, why)| *ns == HostNamespace::Network && why.is_some())
+            .and_then(|(_, why)| why.clone());
+        for (ns, why) in shared {
+            let Some(why) = why else { continue };
+            // A pod's hostNetwork (which takes the host's uts namespace along) has its own rule.
+            if let (Some(pod), Some(net_why)) = (scope.pod, &host_network) {
+                match ns {
+                    HostNamespace::Network => {
+                        let uts = entries
+                            .iter()
+                            .find(|(t, _)| t == HostNamespace::Uts.as_str())
+                            .is_none_or(|(_, p)| {
+                                p.as_ref()
+                                    .is_some_and(|p| facts.host_namespace_paths.contains(p))
+                            });
+                        Self::host_network(pod, scope, net_why, uts, cx);
+                        continue;
+                    }
+                    HostNamespace::Uts => continue,
+                    _ => {}
                 }
-                Some(_) => None,
-            };
-            let Some(why) = shared else { continue };
+            }
             if self.config.allow_host_namespaces.contains(&ns) {
                 cx.allow(
                     Rule::HostNamespaces,
@@ -975,7 +1126,7 @@ impl Policy {
         }
     }
 
-    fn devices(&self, l: &Map<String, Value>, cx: &mut Ctx) {
+    fn devices(&self, l: &Map<String, Value>, scope: &Scope<'_>, cx: &mut Ctx) {
         let mut refused: Vec<String> = Vec::new();
         let mut allowed: Vec<String> = Vec::new();
         let mut everything = false;
@@ -1090,7 +1241,16 @@ impl Policy {
                 format!("{} (allow_devices)", list(&allowed, 8)),
             );
         }
-        if !refused.is_empty() {
+        if !refused.is_empty() && scope.privileged {
+            cx.allow(
+                Rule::Devices,
+                format!(
+                    "{}: privileged pod ({})",
+                    list(&refused, 6),
+                    scope.privileged_reason()
+                ),
+            );
+        } else if !refused.is_empty() {
             let privileged = if everything {
                 "the container may use every host device, as a privileged container does: "
             } else {
@@ -1205,6 +1365,33 @@ impl Policy {
             );
         }
     }
+}
+
+/// Which key let a sensitive host path through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AllowedBy {
+    /// `allow_mounts`, for every container.
+    Mounts,
+    /// `allow_host_paths` of the pod's Kubernetes namespace.
+    HostPaths,
+}
+
+impl AllowedBy {
+    /// The key, as audit lines name it.
+    fn key(self, scope: &Scope<'_>) -> String {
+        match self {
+            AllowedBy::Mounts => "allow_mounts".to_owned(),
+            AllowedBy::HostPaths => format!(
+                "allow_host_paths of Kubernetes namespace {}",
+                scope.pod.map_or("?", |p| p.namespace.as_str())
+            ),
+        }
+    }
+}
+
+/// `POD: ` for a pod's decisions, nothing for a plain container.
+fn pod_prefix(scope: &Scope<'_>) -> String {
+    scope.pod.map_or_else(String::new, |p| format!("{p}: "))
 }
 
 /// Adds every `required` path missing from `linux.KEY`.

@@ -3,16 +3,20 @@
 //! Each folder under `tests/golden/` is one case: `input.json` (a bundle's `config.json`),
 //! optionally `policy.toml` (a host file with a `[container_policy]` section; the defaults
 //! otherwise) and `facts.json` (`canonical` symlink targets and `host_namespace_paths`, as
-//! `rampart_runc::facts::gather` would find them). The expected results are `decisions.txt`
-//! (every decision, one per line, as the audit log has them), and either `expected.json` (the
-//! spec as it is written back) or `refusal.txt` (the message the `ctr` user sees). The bundle is
-//! always `/run/containerd/io.containerd.runtime.v2.task/default/c1`, where containerd puts it.
-//! Run with `UPDATE_GOLDEN=1` to rewrite the expected files, then review the diff.
+//! `rampart_runc::facts::gather` would find them, and `bundle`). The expected results are
+//! `decisions.txt` (every decision, one per line, as the audit log has them), and either
+//! `expected.json` (the spec as it is written back) or `refusal.txt` (the message the `ctr` user
+//! sees); for a pod (a spec with CRI annotations), also `audit.jsonl`, the audit log lines of its
+//! `create` with the verdict. The bundle is `/run/containerd/io.containerd.runtime.v2.task/default/c1`,
+//! where containerd puts it for `ctr`, unless `facts.json` names another (the CRI plugin's are
+//! under `k8s.io/`). Run with `UPDATE_GOLDEN=1` to rewrite the expected files, then review the
+//! diff.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use rampart_runc::audit::Record;
 use rampart_runc::policy::{HostFacts, Policy};
 
 const BUNDLE: &str = "/run/containerd/io.containerd.runtime.v2.task/default/c1";
@@ -33,6 +37,9 @@ fn facts(dir: &Path) -> HostFacts {
         }
         if let Some(h) = v.get("host_namespace_paths").and_then(|h| h.as_array()) {
             f.host_namespace_paths = h.iter().map(|p| p.as_str().unwrap().to_owned()).collect();
+        }
+        if let Some(b) = v.get("bundle").and_then(|b| b.as_str()) {
+            f.bundle = PathBuf::from(b);
         }
     }
     f
@@ -88,8 +95,28 @@ fn golden_specs() {
     for dir in &dirs {
         let input: serde_json::Value =
             serde_json::from_str(&fs::read_to_string(dir.join("input.json")).unwrap()).unwrap();
-        let checked = policy(dir).check_spec(&input, &facts(dir));
+        let facts = facts(dir);
+        let checked = policy(dir).check_spec(&input, &facts);
         let decisions: String = checked.decisions.iter().map(|d| format!("{d}\n")).collect();
+        let audit = rampart_runc::policy::identify(&input)
+            .ok()
+            .flatten()
+            .map(|pod| {
+                let mut all = checked.decisions.clone();
+                all.push(rampart_runc::verdict(&all));
+                let container = facts.bundle.file_name().unwrap().to_string_lossy();
+                all.iter()
+                    .map(|decision| {
+                        rampart_runc::audit::line(&Record {
+                            time: "2026-11-28T12:00:00.000000000Z",
+                            container: &container,
+                            command: "create",
+                            decision,
+                            pod: Some(&pod),
+                        })
+                    })
+                    .collect::<String>()
+            });
         let (expected, refusal) = if checked.is_refused() {
             (
                 None,
@@ -123,6 +150,7 @@ fn golden_specs() {
             refusal.as_deref(),
             update,
         ));
+        failures.extend(compare(&dir.join("audit.jsonl"), audit.as_deref(), update));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

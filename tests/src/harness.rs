@@ -511,6 +511,9 @@ pub fn boot(env: &Env, image: &Path, name: &str) -> Result<Boot, HarnessError> {
     boot_with(env, image, name, 1024, boot_timeout())
 }
 
+/// Held while a QEMU guest runs: boots run one at a time (each uses both cores under TCG).
+pub(crate) static BOOT_LOCK: Mutex<()> = Mutex::new(());
+
 /// [`boot`] with `memory_mib` of guest memory and a timeout of `timeout` seconds; boots run one
 /// at a time.
 pub fn boot_with(
@@ -520,8 +523,7 @@ pub fn boot_with(
     memory_mib: u32,
     timeout: u64,
 ) -> Result<Boot, HarnessError> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _guard = LOCK
+    let _guard = BOOT_LOCK
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let accel = std::env::var("RAMPART_TEST_ACCEL").unwrap_or_else(|_| "auto".to_owned());

@@ -10,10 +10,13 @@
 //!   builds images with `rampart-image build` and boots them with `rampart-image boot`.
 
 pub mod containerd;
+pub mod cri;
+pub mod ctlprobe;
 pub mod expect;
 pub mod guest;
 pub mod hardening;
 pub mod harness;
+pub mod live;
 pub mod network;
 pub mod plansh;
 pub mod report;

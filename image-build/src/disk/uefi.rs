@@ -54,14 +54,8 @@ pub fn uefi_args(opts: &BootOptions, accel: Accel, disk: &Path, vars: &Path) -> 
         "-drive",
         &format!("file={},if=virtio,format=raw", disk.display()),
     ]);
-    if !opts.forwards.is_empty() {
-        let fwd: String = opts
-            .forwards
-            .iter()
-            .map(|f| format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest))
-            .collect();
-        push(&["-netdev", &format!("user,id=net0{fwd}")]);
-        push(&["-device", "virtio-net-pci,netdev=net0"]);
+    for arg in qemu::device_args(opts) {
+        push(&[&arg]);
     }
     for d in &opts.disks {
         push(&[
@@ -139,6 +133,26 @@ mod tests {
             "file=/d/extra.img,if=virtio,format=raw"
         ));
         assert!(has_pair(&a, "-device", "virtio-net-pci,netdev=net0"));
+        // --hostfwd and --control reach a disk boot too.
+        let mut o2 = o.clone();
+        o2.hostfwds = vec!["tcp:19100-:9100".parse().unwrap()];
+        o2.control = Some("/tmp/c.sock".into());
+        let b = uefi_args(
+            &o2,
+            Accel::Tcg,
+            Path::new("/img/disk.raw"),
+            Path::new("/img/efivars.fd"),
+        );
+        assert!(has_pair(
+            &b,
+            "-netdev",
+            "user,id=net0,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=tcp:127.0.0.1:19100-:9100"
+        ));
+        assert!(has_pair(
+            &b,
+            "-device",
+            "virtserialport,chardev=rampartctl,name=org.rampart.control"
+        ));
         assert!(!a
             .iter()
             .any(|x| x == "-kernel" || x == "-initrd" || x == "-append"));

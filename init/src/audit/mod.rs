@@ -260,11 +260,36 @@ pub enum AuditError {
     },
 }
 
+/// How many times failing service items are checked again at boot.
+pub const SERVICE_RECHECKS: u32 = 20;
+/// The pause between two of those checks.
+pub const SERVICE_RECHECK_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Whether an item is about a running service (`service NAME ...`).
+#[must_use]
+pub fn service_item(item: &str) -> bool {
+    item.starts_with("service ")
+}
+
 /// The boot step: runs the audit on the live system, prints each failed item and the summary
 /// line on the console (`rampart-init: audit: 57 passed, 0 failed`), and returns the drift
 /// under `enforce`.
 pub fn boot_step(cfg: &HostConfig) -> Result<Audit, AuditError> {
-    let audit = run(cfg, &Paths::default(), &read_live_firewall());
+    let mut audit = run(cfg, &Paths::default(), &read_live_firewall());
+    // A service forked just before this step may not have reached its exec yet (its filter,
+    // no_new_privs and capabilities are applied between fork and exec): service items that
+    // fail are checked again, a few times, before they count as drift.
+    for _ in 0..SERVICE_RECHECKS {
+        if !audit
+            .enforced_failures()
+            .iter()
+            .any(|i| service_item(&i.item))
+        {
+            break;
+        }
+        std::thread::sleep(SERVICE_RECHECK_PAUSE);
+        audit = run(cfg, &Paths::default(), &read_live_firewall());
+    }
     for i in audit.items.iter().filter(|i| i.status == Status::Fail) {
         tracing::warn!(
             "audit: {} drifted: expected {}, actual {} (mode {})",

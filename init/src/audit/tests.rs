@@ -387,3 +387,15 @@ fn reports() {
     assert_eq!((s.no_new_privs, s.seccomp), (Some(1), Some(2)));
     assert_eq!(cap_mask([10, 21]), 0x200400);
 }
+
+#[test]
+fn only_service_items_are_rechecked() {
+    for (item, want) in [
+        ("service rampart-relay seccomp", true),
+        ("service containerd cgroup", true),
+        ("sysctl kernel.kptr_restrict", false),
+        ("mount /run", false),
+    ] {
+        assert_eq!(super::service_item(item), want, "{item}");
+    }
+}

@@ -13,14 +13,23 @@
 //! [`Supervisor::poll_fd`]) holding ONE timerfd, armed for the earliest deadline (a restart, a
 //! readiness retry or timeout), an inotify fd for readiness paths, and the read end of every
 //! service's output pipe.
+//!
+//! Every output line also goes to PID 1's log ring ([`crate::control::ring`]), and every
+//! lifecycle change is recorded there as an event ([`lifecycle`]). The control socket reads a
+//! [`Supervisor::snapshot`] and stops, starts and restarts services (`ops.rs`): a service
+//! stopped by request gets `SIGTERM`, then `SIGKILL` when the same timer reaches its stop
+//! timeout, and stays [`ServiceState::Stopped`] whatever its restart policy.
 
 pub mod backoff;
 pub mod launch;
+pub mod lifecycle;
+pub mod ops;
 pub mod output;
 pub mod ready;
 pub mod seccomp;
 mod spawn;
 
+pub use ops::{OpError, ServiceSnapshot};
 pub use spawn::EXEC_FAILED;
 
 use std::ffi::CString;
@@ -43,6 +52,7 @@ use rampart_config::{Action, BackoffConfig, HostConfig, Readiness, Restart, Serv
 
 use crate::cgroup::{self, CgroupOp};
 use backoff::Backoff;
+use lifecycle::Lifecycle;
 use output::{LineSplitter, LogFile};
 
 /// `PATH` given to a service whose `env` does not set one.
@@ -53,6 +63,10 @@ pub const STDIN_PATH: &str = "/dev/null";
 
 /// Bytes read from one output pipe per wake-up at most (fairness between chatty services).
 pub const READ_BUDGET: usize = 64 * 1024;
+
+/// How long a service stopped by request gets between `SIGTERM` and `SIGKILL` until
+/// [`Supervisor::set_stop_timeout`] says otherwise (boot sets the config's shutdown timeout).
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything needed to start one service, prepared before any fork.
 #[derive(Debug, Clone)]
@@ -318,6 +332,21 @@ pub enum ServiceState {
     },
     /// Never started: a dependency failed.
     Blocked,
+    /// A control request stopped it: `SIGTERM` was sent to `pid`, `SIGKILL` follows at
+    /// `kill_at`.
+    Stopping {
+        /// Its pid.
+        pid: Pid,
+        /// When `SIGKILL` follows.
+        kill_at: Instant,
+        /// `SIGKILL` was sent.
+        killed: bool,
+        /// Start it again once it ended (a restart request).
+        restart: bool,
+    },
+    /// Stopped by a control request; its restart policy does not apply until a `start` or
+    /// `restart` request.
+    Stopped,
 }
 
 /// Whether a service is ready (for the services `after` it).
@@ -445,6 +474,10 @@ struct Tracked {
     started: Option<Instant>,
     backoff: Backoff,
     log: LogFile,
+    /// Starts after the first.
+    restarts: u32,
+    /// How the last run ended.
+    last_exit: Option<ExitStatus>,
 }
 
 /// The read end of one output pipe (a service instance's stdout and stderr).
@@ -483,6 +516,7 @@ pub struct Supervisor {
     console: bool,
     runtime: Option<Runtime>,
     deferred: Decision,
+    stop_timeout: Duration,
 }
 
 impl Supervisor {
@@ -503,6 +537,8 @@ impl Supervisor {
                     state: ServiceState::Pending,
                     ready: ReadyState::NotRunning,
                     started: None,
+                    restarts: 0,
+                    last_exit: None,
                 })
                 .collect(),
             orphans_reaped: 0,
@@ -511,7 +547,13 @@ impl Supervisor {
             console: true,
             runtime: None,
             deferred: Decision::None,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
         }
+    }
+
+    /// How long a service stopped by a control request gets between `SIGTERM` and `SIGKILL`.
+    pub fn set_stop_timeout(&mut self, timeout: Duration) {
+        self.stop_timeout = timeout;
     }
 
     /// Whether service lines are also written to the console (stderr); on by default.
@@ -671,6 +713,7 @@ impl Supervisor {
         // Lines go out as they are split: nothing but the splitter's one line is buffered.
         let mut emit = |line: &[u8], cut: bool| {
             if let Some(t) = tracked.as_deref_mut() {
+                crate::control::ring::record_service_line(&t.plan.name, line, cut);
                 let text = output::format_line(&t.plan.name, line, cut);
                 if console {
                     let _ = std::io::stderr().lock().write_all(&text);
@@ -716,11 +759,10 @@ impl Supervisor {
     ///
     /// A pid that is no running service is an orphan re-parented to PID 1: it is only counted.
     pub fn on_exit(&mut self, pid: Pid, status: ExitStatus) -> Decision {
-        let Some(index) = self
-            .services
-            .iter()
-            .position(|t| t.state == ServiceState::Running { pid })
-        else {
+        let Some(index) = self.services.iter().position(|t| match t.state {
+            ServiceState::Running { pid: p } | ServiceState::Stopping { pid: p, .. } => p == pid,
+            _ => false,
+        }) else {
             self.orphans_reaped = self.orphans_reaped.saturating_add(1);
             tracing::trace!(pid = pid.as_raw(), %status, "orphan reaped");
             return Decision::None;
@@ -743,8 +785,25 @@ impl Supervisor {
         if matches!(t.ready, ReadyState::Waiting { .. }) {
             t.ready = ReadyState::NotRunning;
         }
-        let decision = exit_decision(t.plan.restart, t.plan.on_exit, status, stopping);
+        t.last_exit = Some(status);
         let name = t.plan.name.as_str();
+        if let ServiceState::Stopping { restart, .. } = t.state {
+            // Stopped by request: neither `on_exit` nor the restart policy applies.
+            lifecycle::record(name, &Lifecycle::Stopped { status });
+            tracing::info!(service = %name, %status, restart, "service stopped by request");
+            t.state = if restart && !stopping {
+                t.backoff = Backoff::new(t.plan.backoff);
+                ServiceState::Restarting {
+                    at: now,
+                    crash_loop: false,
+                }
+            } else {
+                ServiceState::Stopped
+            };
+            return Decision::None;
+        }
+        lifecycle::record(name, &Lifecycle::Exited { status, ran_for });
+        let decision = exit_decision(t.plan.restart, t.plan.on_exit, status, stopping);
         match decision {
             Decision::Restart => {
                 let next = t.backoff.on_exit(now, ran_for);
@@ -753,6 +812,17 @@ impl Supervisor {
                     at,
                     crash_loop: next.crash_loop,
                 };
+                lifecycle::record(
+                    name,
+                    &if next.crash_loop {
+                        Lifecycle::CrashLoop {
+                            restarts: next.recent,
+                            delay: next.delay,
+                        }
+                    } else {
+                        Lifecycle::RestartScheduled { delay: next.delay }
+                    },
+                );
                 if next.crash_loop {
                     tracing::warn!(
                         service = %name, %status, ran_for = ?ran_for, restarts = next.recent,
@@ -777,6 +847,10 @@ impl Supervisor {
         match self.try_start(index, now) {
             Ok(()) => Decision::None,
             Err(error) => {
+                if let Some(t) = self.services.get(index) {
+                    let error = error.to_string();
+                    lifecycle::record(&t.plan.name, &Lifecycle::StartFailed { error });
+                }
                 tracing::error!(%error, "service start failed");
                 self.exited(index, ExitStatus::Code(EXEC_FAILED), now)
             }
@@ -832,6 +906,9 @@ impl Supervisor {
             Err(error) => tracing::warn!(service = %name, %error, "output pipe not watched"),
         }
         t.state = ServiceState::Running { pid };
+        if t.started.is_some() {
+            t.restarts = t.restarts.saturating_add(1);
+        }
         t.started = Some(now);
         t.ready = match &t.plan.ready {
             None => ReadyState::Ready,
@@ -858,8 +935,10 @@ impl Supervisor {
             }
         };
         tracing::info!(service = %name, pid = pid.as_raw(), "service started");
+        lifecycle::record(&name, &Lifecycle::Started { pid: pid.as_raw() });
         if t.ready == ReadyState::Ready {
             tracing::debug!(service = %name, "service ready (no condition)");
+            lifecycle::record(&name, &Lifecycle::Ready);
         }
         Ok(())
     }
@@ -884,6 +963,24 @@ impl Supervisor {
                         changed = true;
                     }
                     (
+                        ServiceState::Stopping {
+                            pid,
+                            kill_at,
+                            killed: false,
+                            restart,
+                        },
+                        _,
+                    ) if kill_at <= now => {
+                        t.state = ServiceState::Stopping {
+                            pid,
+                            kill_at,
+                            killed: true,
+                            restart,
+                        };
+                        let (name, cgroup) = (t.plan.name.clone(), t.plan.cgroup.clone());
+                        self.kill_stopping(&name, pid, &cgroup);
+                    }
+                    (
                         ServiceState::Running { .. },
                         ReadyState::Waiting {
                             deadline,
@@ -895,9 +992,16 @@ impl Supervisor {
                         if condition.is_some_and(ready::check) {
                             t.ready = ReadyState::Ready;
                             tracing::info!(service = %t.plan.name, "service ready");
+                            lifecycle::record(&t.plan.name, &Lifecycle::Ready);
                             changed = true;
                         } else if now >= deadline {
                             t.ready = ReadyState::TimedOut;
+                            lifecycle::record(
+                                &t.plan.name,
+                                &Lifecycle::ReadyTimeout {
+                                    timeout: t.plan.ready_timeout,
+                                },
+                            );
                             tracing::error!(
                                 service = %t.plan.name, timeout = ?t.plan.ready_timeout,
                                 "service did not become ready in time; services after it will not start"
@@ -924,6 +1028,13 @@ impl Supervisor {
                         Verdict::Block(dep, why) => {
                             if let Some(t) = self.services.get_mut(index) {
                                 t.state = ServiceState::Blocked;
+                                lifecycle::record(
+                                    &t.plan.name,
+                                    &Lifecycle::Blocked {
+                                        dependency: dep.clone(),
+                                        why,
+                                    },
+                                );
                                 tracing::error!(
                                     service = %t.plan.name, dependency = %dep,
                                     "service not started: its dependency {dep} {why}"
@@ -965,6 +1076,14 @@ impl Supervisor {
             .iter()
             .filter_map(|t| match (t.state, t.ready) {
                 (ServiceState::Restarting { at, .. }, _) => Some(at),
+                (
+                    ServiceState::Stopping {
+                        kill_at,
+                        killed: false,
+                        ..
+                    },
+                    _,
+                ) => Some(kill_at),
                 (
                     ServiceState::Running { .. },
                     ReadyState::Waiting {
@@ -1025,11 +1144,16 @@ impl Supervisor {
         self.orphans_reaped
     }
 
-    /// How many services are running.
+    /// How many services are running (stopping ones included).
     pub fn running(&self) -> usize {
         self.services
             .iter()
-            .filter(|t| matches!(t.state, ServiceState::Running { .. }))
+            .filter(|t| {
+                matches!(
+                    t.state,
+                    ServiceState::Running { .. } | ServiceState::Stopping { .. }
+                )
+            })
             .count()
     }
 

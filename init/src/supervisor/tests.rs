@@ -692,3 +692,264 @@ fn a_start_failure_goes_through_the_exit_policy() {
         Ok(())
     });
 }
+
+// ---- The control socket against the real supervisor ----
+
+/// PID 1's loop with the control server too, until `done` or `limit`.
+fn drive_serving(
+    sup: &mut Supervisor,
+    server: &mut crate::control::server::Server,
+    limit: Duration,
+    mut done: impl FnMut() -> bool,
+) -> Result<(), String> {
+    let events = Events::new(Some(limit)).map_err(|e| e.to_string())?;
+    if let Some(fd) = sup.poll_fd() {
+        events.watch_supervisor(fd).map_err(|e| e.to_string())?;
+    }
+    events
+        .watch_control(server.poll_fd())
+        .map_err(|e| e.to_string())?;
+    // The client thread does not wake this loop when it finishes: a short tick does.
+    let tick = nix::sys::timerfd::TimerFd::new(
+        nix::sys::timerfd::ClockId::CLOCK_MONOTONIC,
+        nix::sys::timerfd::TimerFlags::TFD_NONBLOCK,
+    )
+    .map_err(|e| e.to_string())?;
+    tick.set(
+        nix::sys::timerfd::Expiration::Interval(TimeSpec::from_duration(Duration::from_millis(50))),
+        TimerSetTimeFlags::empty(),
+    )
+    .map_err(|e| e.to_string())?;
+    events
+        .watch_supervisor(tick.as_fd())
+        .map_err(|e| e.to_string())?;
+    loop {
+        if done() {
+            return Ok(());
+        }
+        let ready = events.wait().map_err(|e| e.to_string())?;
+        let _ = tick.wait();
+        if ready.supervisor {
+            sup.on_poll();
+        }
+        if ready.signals {
+            events.drain_signals(|_| {}).map_err(|e| e.to_string())?;
+            reap_children(|pid, status| {
+                sup.on_exit(pid, status);
+            });
+        }
+        if ready.control {
+            server.on_poll(sup);
+        }
+        server.pump();
+        if ready.timer {
+            return Err("time limit reached".into());
+        }
+    }
+}
+
+/// The operator's side: status, restart, stop, start and logs over the socket.
+fn control_script(path: &Path) -> Result<(), String> {
+    use crate::control::client::Client;
+    use crate::control::proto::{EntryKind, ErrorCode, Reply, Request, ServiceStatus};
+    let call = |request: Request| -> Result<Reply, String> {
+        Client::connect(path, Some(Duration::from_secs(10)))
+            .and_then(|mut c| c.call(&request))
+            .map_err(|e| e.to_string())
+    };
+    let status = |name: &str| -> Result<ServiceStatus, String> {
+        match call(Request::Status {})? {
+            Reply::Status(s) => s
+                .services
+                .into_iter()
+                .find(|s| s.name == name)
+                .ok_or_else(|| format!("{name} not in status")),
+            other => Err(format!("{other:?}")),
+        }
+    };
+    let wait_for = |name: &str, what: &str, ok: &dyn Fn(&ServiceStatus) -> bool| {
+        let start = Instant::now();
+        loop {
+            let s = status(name)?;
+            if ok(&s) {
+                return Ok::<_, String>((s, start.elapsed()));
+            }
+            if start.elapsed() > Duration::from_secs(5) {
+                return Err(format!("{name}: never {what}: {s:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let done = |reply: Reply| match reply {
+        Reply::Done { message } => Ok(message),
+        other => Err(format!("{other:?}")),
+    };
+    let logs = |name: &str| -> Result<Vec<(EntryKind, String)>, String> {
+        let mut c =
+            Client::connect(path, Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+        c.send(&Request::Logs {
+            service: Some(name.into()),
+            since_ms: None,
+            tail: None,
+            follow: false,
+        })
+        .map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        loop {
+            match c.recv().map_err(|e| e.to_string())? {
+                Some(Reply::Entry(e)) => out.push((e.kind, e.message)),
+                Some(Reply::End) => return Ok(out),
+                other => return Err(format!("{other:?}")),
+            }
+        }
+    };
+
+    let (first, _) = wait_for("sleeper", "running", &|s| s.state == "running")?;
+    let first_pid = first.pid.ok_or("no pid")?;
+    done(call(Request::Restart {
+        service: "sleeper".into(),
+    })?)?;
+    let (again, _) = wait_for("sleeper", "restarted", &|s| {
+        s.state == "running" && s.pid.is_some_and(|p| p != first_pid)
+    })?;
+    if again.restarts != 1 || again.last_exit.as_deref() != Some("killed by SIGTERM") {
+        return Err(format!("after restart: {again:?}"));
+    }
+    done(call(Request::Stop {
+        service: "sleeper".into(),
+    })?)?;
+    wait_for("sleeper", "stopped", &|s| {
+        s.state == "stopped" && s.pid.is_none()
+    })?;
+    // Its policy (always) does not bring it back.
+    std::thread::sleep(Duration::from_millis(300));
+    let still = status("sleeper")?;
+    if still.state != "stopped" {
+        return Err(format!("restarted by its policy: {still:?}"));
+    }
+    match call(Request::Stop {
+        service: "sleeper".into(),
+    })? {
+        Reply::Error {
+            code: ErrorCode::InvalidState,
+            ..
+        } => {}
+        other => return Err(format!("second stop: {other:?}")),
+    }
+    let started = done(call(Request::Start {
+        service: "sleeper".into(),
+    })?)?;
+    if !started.starts_with("started sleeper") {
+        return Err(started);
+    }
+    wait_for("sleeper", "running again", &|s| s.state == "running")?;
+
+    // A service that ignores SIGTERM is killed after the stop timeout.
+    let armed = Instant::now();
+    while !logs("stubborn")?.iter().any(|(_, m)| m == "armed") {
+        if armed.elapsed() > Duration::from_secs(5) {
+            return Err("stubborn never armed its trap".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done(call(Request::Stop {
+        service: "stubborn".into(),
+    })?)?;
+    let (killed, took) = wait_for("stubborn", "killed", &|s| s.state == "stopped")?;
+    if killed.last_exit.as_deref() != Some("killed by SIGKILL") || took < Duration::from_millis(200)
+    {
+        return Err(format!("stubborn after {took:?}: {killed:?}"));
+    }
+
+    let events: Vec<String> = logs("sleeper")?
+        .into_iter()
+        .filter(|(k, _)| *k == EntryKind::Event)
+        .map(|(_, m)| m.split(' ').next().unwrap_or_default().to_owned())
+        .collect();
+    let want = [
+        "started",
+        "ready",
+        "stop-requested",
+        "stopped",
+        "started",
+        "ready",
+        "stop-requested",
+        "stopped",
+        "started",
+        "ready",
+    ];
+    if events != want {
+        return Err(format!("sleeper events: {events:?}"));
+    }
+    let stubborn: Vec<String> = logs("stubborn")?
+        .into_iter()
+        .filter(|(k, _)| *k == EntryKind::Event)
+        .map(|(_, m)| m)
+        .collect();
+    if !stubborn.iter().any(|m| m.starts_with("killed pid=")) {
+        return Err(format!("stubborn events: {stubborn:?}"));
+    }
+    match call(Request::Restart {
+        service: "ghost".into(),
+    })? {
+        Reply::Error {
+            code: ErrorCode::UnknownService,
+            ..
+        } => Ok(()),
+        other => Err(format!("ghost: {other:?}")),
+    }
+}
+
+#[test]
+fn control_socket_restarts_stops_and_starts_real_services() {
+    if !root() {
+        return;
+    }
+    in_child(|| {
+        use crate::control::server::{Server, Settings};
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let mut sleeper = service("sleeper", &["/bin/sleep", "30"]);
+        sleeper.restart = Restart::Always;
+        sleeper.backoff.initial = Duration::from_millis(10);
+        let mut stubborn = service(
+            "stubborn",
+            &[
+                "/bin/sh",
+                "-c",
+                "trap '' TERM; echo armed; while :; do sleep 0.05; done",
+            ],
+        );
+        let plans = vec![
+            test_plan(dir.path(), &mut sleeper),
+            test_plan(dir.path(), &mut stubborn),
+        ];
+        let mut sup = quiet(plans, dir.path());
+        sup.set_stop_timeout(Duration::from_millis(300));
+        sup.start_all().map_err(|e| e.to_string())?;
+        let path = dir.path().join("control.sock");
+        let mut server = Server::bind(
+            Settings {
+                socket: path.clone(),
+                ..Settings::default()
+            },
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        let client = std::thread::spawn(move || control_script(&path));
+        let driven = drive_serving(&mut sup, &mut server, Duration::from_secs(30), || {
+            client.is_finished()
+        });
+        let scripted = client
+            .join()
+            .map_err(|_| "client thread panicked".to_string())?;
+        for name in ["sleeper", "stubborn"] {
+            if let Some(ServiceState::Running { pid } | ServiceState::Stopping { pid, .. }) =
+                sup.state(name)
+            {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        driven?;
+        scripted
+    });
+}

@@ -136,7 +136,7 @@ fn paths_inside_a_private_bundle_are_not_host_paths() {
             f.canonical.insert(PathBuf::from(path), PathBuf::from(c));
         }
         assert_eq!(
-            p.exposes(Path::new(path), &f).is_err(),
+            p.exposes(Path::new(path), &f, &Scope::default()).is_err(),
             *refused,
             "{b} {path} {canonical:?}"
         );

@@ -11,6 +11,9 @@
 //! rampart-probe sleep SECS       print `RAMPART-PROBE {"sleep":{"seconds":SECS}}`, sleep; SIGTERM
 //!                                and SIGINT end it with status 0 (it may be a container's PID 1)
 //! rampart-probe status           print `RAMPART-PROBE {"status":{"CapEff":..,"Seccomp":..,..}}`
+//! rampart-probe control-flood SOCKET N   N abusive connections to PID 1's control socket,
+//!                                then a `status`: `CTL-PROBE {"flood":{..}}` (see ctlprobe.rs)
+//! rampart-probe control-nobody SOCKET    connect as uid 65534: `CTL-PROBE {"nobody":{..}}`
 //! ```
 //!
 //! Every attempt is harmless even where it succeeds (for instance as root on a build host):
@@ -65,6 +68,9 @@ const STATUS_FIELDS: &[&str] = &[
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    if let Some(code) = rampart_tests::ctlprobe::main(&argv) {
+        std::process::exit(code);
+    }
     let code = match Mode::parse(&argv) {
         Ok(mode) => run(mode),
         Err(message) => {

@@ -1,0 +1,62 @@
+//! rampart-cri: the test suite's own CRI client (logic in `rampart_tests::cri`).
+//!
+//! ```text
+//! rampart-cri version [--socket PATH]    CRI v1 Version of containerd's CRI plugin
+//! rampart-cri tier1 [OPTIONS]            the tier-1 scenario, CRI-TEST KEY=VALUE lines
+//!                                        (options: rampart_tests::cri::scenario::Options)
+//! ```
+//!
+//! Exits 0 when every step ran (refusals are results), 1 otherwise, 2 on bad arguments.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use rampart_tests::cri::api::{Cri, RUNTIME_V1};
+use rampart_tests::cri::scenario::{self, Options, DEFAULT_SOCKET};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.split_first() {
+        Some((cmd, rest)) if cmd == "tier1" => match Options::parse(rest) {
+            Ok(o) => {
+                if scenario::run(&o) == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => {
+                eprintln!("rampart-cri: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Some((cmd, rest)) if cmd == "version" => {
+            let socket = match rest {
+                [] => PathBuf::from(DEFAULT_SOCKET),
+                [flag, path] if flag == "--socket" => PathBuf::from(path),
+                _ => {
+                    eprintln!("rampart-cri: usage: rampart-cri version [--socket PATH]");
+                    return ExitCode::from(2);
+                }
+            };
+            match Cri::new(&socket, Duration::from_secs(30)).version(RUNTIME_V1) {
+                Ok(v) => {
+                    println!(
+                        "{} {} (CRI {})",
+                        v.runtime_name, v.runtime_version, v.runtime_api_version
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("rampart-cri: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        _ => {
+            eprintln!("rampart-cri: usage: rampart-cri version [--socket PATH] | rampart-cri tier1 [OPTIONS]");
+            ExitCode::from(2)
+        }
+    }
+}
