@@ -11,6 +11,7 @@ pub mod cri;
 mod error;
 pub mod firewall;
 pub mod hardening;
+pub mod kubelet;
 pub mod network;
 pub mod oci;
 pub mod operate;
@@ -28,6 +29,7 @@ pub use containerd::Containerd;
 pub use error::{ConfigError, Problem};
 pub use firewall::Firewall;
 pub use hardening::{Hardening, IMAGE_CMDLINE_PATH};
+pub use kubelet::Kubelet;
 pub use network::Network;
 pub use operate::{Control, Logs, Metrics};
 pub use policy::ContainerPolicy;
@@ -78,6 +80,8 @@ pub struct HostConfig {
     pub logs: Logs,
     /// `[metrics]`: the Prometheus endpoint (the firewall above opens it when enabled).
     pub metrics: Metrics,
+    /// `[kubelet]`: kubelet as a supervised service (its sysctls are in `kernel` above).
+    pub kubelet: Kubelet,
 }
 
 /// `[host]`: identity.
@@ -249,6 +253,14 @@ impl Validator<'_> {
         let firewall = self.firewall(raw.firewall);
         let container_policy = self.container_policy(raw.container_policy);
         let containerd = self.containerd(raw.containerd, &firewall, &kernel, &services);
+        let kubelet = self.kubelet(
+            raw.kubelet,
+            base,
+            &containerd,
+            &services,
+            &kernel,
+            &image.files,
+        );
         let hardening = self.hardening(raw.hardening, &cross, &container_policy);
         let service_names: Vec<String> = services
             .iter()
@@ -262,6 +274,7 @@ impl Validator<'_> {
         let logs = self.logs(raw.logs);
         let metrics = self.metrics(raw.metrics);
         operate::merge_into_firewall(&logs, &metrics, &mut firewall);
+        kubelet::merge_kernel_defaults(&kubelet, &mut kernel);
         HostConfig {
             host: Host { hostname },
             boot,
@@ -277,6 +290,7 @@ impl Validator<'_> {
             control,
             logs,
             metrics,
+            kubelet,
         }
     }
 

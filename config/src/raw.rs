@@ -36,6 +36,8 @@ pub(crate) struct RawHost {
     pub logs: crate::operate::RawLogs,
     #[serde(default)]
     pub metrics: crate::operate::RawMetrics,
+    #[serde(default)]
+    pub kubelet: Option<Spanned<crate::kubelet::RawKubelet>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -268,6 +268,7 @@ pub fn resolve_inputs(
     let files = crate::network::image_files(cfg, &cfg.image.files, &init);
     let files = crate::containerd::image_files(cfg, &files, &init);
     let files = crate::cri::image_files(cfg, &files);
+    let files = crate::kubelet::image_files(cfg, &files);
     let files = crate::oci::image_files(cfg, &files, &init);
     let files = crate::operate::image_files(cfg, &files, &init);
     host_binaries.retain(|(_, b)| !files.iter().any(|f| f.target == *b));
@@ -465,6 +466,7 @@ pub fn plan_image(inputs: &Inputs) -> Result<Plan, BuildError> {
     crate::network::add_bind_targets(&mut a)?;
     crate::containerd::add_to_archive(&mut a, &inputs.config)?;
     crate::cri::add_to_archive(&mut a, &inputs.config, &inputs.init)?;
+    crate::kubelet::add_to_archive(&mut a, &inputs.config)?;
     crate::oci::add_to_archive(&mut a, &inputs.config, &inputs.init)?;
     crate::apparmor::add_to_archive(&mut a, &inputs.config)?;
     Ok(Plan {

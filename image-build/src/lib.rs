@@ -16,6 +16,7 @@ pub mod elf;
 pub mod firewall_cmd;
 pub mod kernel;
 pub mod kmod;
+pub mod kubelet;
 pub mod manifest;
 pub mod network;
 pub mod oci;

@@ -227,6 +227,9 @@ pub enum BootError {
     /// The cgroup setup failed.
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    /// Preparing kubelet's folders failed.
+    #[error(transparent)]
+    Kubelet(#[from] crate::kubelet::KubeletError),
     /// Starting a service failed.
     #[error(transparent)]
     Services(#[from] SupervisorError),
@@ -336,6 +339,8 @@ impl Boot {
                 cfg.services.extend(operate);
                 let cri = rampart_config::cri::cri_services(&cfg);
                 cfg.services.extend(cri);
+                let kubelet = rampart_config::kubelet::kubelet_services(&cfg);
+                cfg.services.extend(kubelet);
                 self.ctx.failure_action = cfg.boot.failure_action;
                 self.ctx.timeout = cfg.boot.shutdown_timeout;
                 self.cfg = Some(cfg);
@@ -405,13 +410,20 @@ impl Boot {
             Step::Firewall => firewall_step(self.cfg()?)?,
             Step::Network => network_step(self.cfg()?),
             Step::Cgroups => {
-                let plan = cgroup::plan(Path::new(CGROUP_ROOT), std::process::id());
+                let cfg = self.cfg()?;
+                let plan = cgroup::plan_with(
+                    Path::new(CGROUP_ROOT),
+                    std::process::id(),
+                    rampart_config::kubelet::cgroup_controllers(cfg),
+                    rampart_config::kubelet::cgroups(cfg),
+                );
                 cgroup::apply(&plan)?;
             }
             Step::ServiceCgroups => {
                 for service in &self.cfg()?.services {
                     cgroup::create_service_cgroup(Path::new(CGROUP_ROOT), service.name.as_str())?;
                 }
+                crate::kubelet::apply(&crate::kubelet::plan(self.cfg()?), Path::new(ROOT))?;
             }
             Step::Services => {
                 let plans = supervisor::plan(self.cfg()?, Path::new(CGROUP_ROOT));

@@ -11,6 +11,12 @@
 //!
 //! The root cgroup is exempt from the no-internal-process rule, but PID 1 still moves into the
 //! leaf `init` first, so the hierarchy below the root only ever has processes in leaves.
+//!
+//! A host running kubelet ([`plan_with`]) also gets `+cpuset +hugetlb` at the root and the
+//! empty top-level cgroup `kubepods`, which kubelet manages: enabling `cpuset` moves every
+//! process below the root into new cpusets, which the kernel allows only to a writer with
+//! `CAP_SYS_NICE` and every capability of those processes (PID 1 at boot), and the root
+//! folder is mode 0555 (creating a cgroup there needs `CAP_DAC_OVERRIDE`).
 //! [`plan`] returns the steps as data ([`CgroupOp`]) and [`apply`] performs them; tests run the
 //! plan against a temporary directory holding fake cgroupfs files.
 
@@ -68,12 +74,30 @@ pub fn service_cgroup(cgroup_root: &Path, service: &str) -> PathBuf {
 /// The setup plan for the cgroup2 mount at `root`, moving process `pid` (PID 1) into the leaf.
 #[must_use]
 pub fn plan(root: &Path, pid: u32) -> Vec<CgroupOp> {
+    plan_with(root, pid, &[], &[])
+}
+
+/// [`plan`], with `extra` controllers required and enabled at the root (after
+/// [`CONTROLLERS`], services still get only those) and the empty top-level cgroups `delegated`
+/// created last, for a manager such as kubelet.
+#[must_use]
+pub fn plan_with(root: &Path, pid: u32, extra: &[&str], delegated: &[&str]) -> Vec<CgroupOp> {
     let init = root.join(INIT_CGROUP);
     let services = root.join(SERVICES_CGROUP);
-    vec![
+    let all: Vec<String> = CONTROLLERS
+        .iter()
+        .chain(extra.iter().filter(|c| !CONTROLLERS.contains(c)))
+        .map(|c| (*c).to_owned())
+        .collect();
+    let root_value = all
+        .iter()
+        .map(|c| format!("+{c}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut ops = vec![
         CgroupOp::Require {
             path: root.join("cgroup.controllers"),
-            controllers: CONTROLLERS.iter().map(|c| (*c).to_owned()).collect(),
+            controllers: all,
         },
         CgroupOp::Mkdir(init.clone()),
         CgroupOp::Write {
@@ -82,14 +106,16 @@ pub fn plan(root: &Path, pid: u32) -> Vec<CgroupOp> {
         },
         CgroupOp::Write {
             path: root.join("cgroup.subtree_control"),
-            value: enable_value(),
+            value: root_value,
         },
         CgroupOp::Mkdir(services.clone()),
         CgroupOp::Write {
             path: services.join("cgroup.subtree_control"),
             value: enable_value(),
         },
-    ]
+    ];
+    ops.extend(delegated.iter().map(|d| CgroupOp::Mkdir(root.join(d))));
+    ops
 }
 
 /// Errors of the cgroup layer; each names the path.
@@ -231,6 +257,58 @@ mod tests {
             },
         ];
         assert_eq!(plan(root, 1), want);
+    }
+
+    #[test]
+    fn kubelet_controllers_and_cgroup() {
+        let root = Path::new("/sys/fs/cgroup");
+        let p = plan_with(root, 1, &["cpuset", "hugetlb", "cpu"], &["kubepods"]);
+        assert_eq!(
+            p[0],
+            CgroupOp::Require {
+                path: PathBuf::from("/sys/fs/cgroup/cgroup.controllers"),
+                controllers: ["cpu", "memory", "pids", "io", "cpuset", "hugetlb"]
+                    .map(String::from)
+                    .to_vec(),
+            }
+        );
+        assert_eq!(
+            p[3],
+            CgroupOp::Write {
+                path: PathBuf::from("/sys/fs/cgroup/cgroup.subtree_control"),
+                value: "+cpu +memory +pids +io +cpuset +hugetlb".into(),
+            }
+        );
+        // Services keep the base controllers; the delegated cgroup comes last.
+        assert_eq!(
+            p[5],
+            CgroupOp::Write {
+                path: PathBuf::from("/sys/fs/cgroup/services/cgroup.subtree_control"),
+                value: "+cpu +memory +pids +io".into(),
+            }
+        );
+        assert_eq!(
+            p.last(),
+            Some(&CgroupOp::Mkdir(PathBuf::from("/sys/fs/cgroup/kubepods")))
+        );
+        assert_eq!(p.len(), plan(root, 1).len() + 1);
+        // Without cpuset the host cannot run kubelet: the plan names it before any write.
+        let dir = fake_cgroupfs("cpu io memory hugetlb pids\n");
+        let err = apply(&plan_with(dir.path(), 1, &["cpuset"], &["kubepods"])).unwrap_err();
+        assert!(err.to_string().contains("controller cpuset"), "{err}");
+        let dir = fake_cgroupfs("cpuset cpu io memory hugetlb pids\n");
+        apply(&plan_with(
+            dir.path(),
+            1,
+            &["cpuset", "hugetlb"],
+            &["kubepods"],
+        ))
+        .unwrap();
+        assert!(dir.path().join("kubepods").is_dir());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("cgroup.subtree_control")).unwrap(),
+            "+cpu +memory +pids +io +cpuset +hugetlb"
+        );
     }
 
     #[test]

@@ -28,6 +28,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::logfwd::queue::Backoff;
+use crate::tool;
 
 /// The prefix of a container event line on stdout.
 pub const EVENT_PREFIX: &str = "@rampart-event ";
@@ -104,23 +105,16 @@ pub struct Options {
 pub fn parse_args(args: &[String]) -> Result<Options, CtrEventsError> {
     let usage = |reason: String| CtrEventsError::Usage { reason };
     let (mut ctr, mut audit_log, mut address) = (None, None, None);
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = || {
-            it.next()
-                .map(PathBuf::from)
-                .ok_or_else(|| usage(format!("{arg} needs a value")))
-        };
-        match arg.as_str() {
-            "--ctr" => ctr = Some(value()?),
-            "--audit-log" => audit_log = Some(value()?),
-            "--address" => address = Some(value()?),
-            other => return Err(usage(format!("unknown argument `{other}`"))),
-        }
-    }
+    let known = ["--ctr", "--audit-log", "--address"];
+    tool::parse_flags(args, &known, |flag, value| match flag {
+        "--ctr" => ctr = Some(value),
+        "--audit-log" => audit_log = Some(value),
+        _ => address = Some(value),
+    })
+    .map_err(usage)?;
     Ok(Options {
-        ctr: ctr.ok_or_else(|| usage("--ctr is required".into()))?,
-        audit_log: audit_log.ok_or_else(|| usage("--audit-log is required".into()))?,
+        ctr: tool::required(ctr, "--ctr").map_err(usage)?,
+        audit_log: tool::required(audit_log, "--audit-log").map_err(usage)?,
         address,
     })
 }

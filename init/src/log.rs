@@ -152,9 +152,14 @@ fn fd_is_open(fd: i32) -> bool {
     flags >= 0
 }
 
-/// The event format: `[<level word>: ]<message> <key=value...>`, one line, no timestamp.
+/// The event format: `[<program>: ][<level word>: ]<message> <key=value...>`, one line, no
+/// timestamp. PID 1 uses it without a program (its writer adds [`PREFIX`]); the small
+/// supervised binaries with theirs ([`crate::tool::init_logging`]).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct LineFormat;
+pub struct LineFormat {
+    /// The program name printed first, if any.
+    pub program: Option<&'static str>,
+}
 
 impl<S, N> FormatEvent<S, N> for LineFormat
 where
@@ -167,6 +172,9 @@ where
         mut writer: format::Writer<'_>,
         event: &Event<'_>,
     ) -> std::fmt::Result {
+        if let Some(program) = self.program {
+            write!(writer, "{program}: ")?;
+        }
         if let Some(word) = level_word(*event.metadata().level()) {
             write!(writer, "{word}: ")?;
         }
@@ -248,7 +256,7 @@ impl Drop for LineWriter {
 pub fn install() {
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(Level::INFO)
-        .event_format(LineFormat)
+        .event_format(LineFormat::default())
         .with_writer(LogSink)
         .finish();
     let _ = tracing::subscriber::set_global_default(subscriber);
@@ -304,7 +312,7 @@ mod tests {
         let capture = Capture::default();
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(Level::DEBUG)
-            .event_format(LineFormat)
+            .event_format(LineFormat::default())
             .with_writer(capture.clone())
             .finish();
         tracing::subscriber::with_default(subscriber, || {

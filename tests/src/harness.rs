@@ -122,6 +122,25 @@ pub fn workspace_root() -> PathBuf {
     here.parent().map_or(here.clone(), Path::to_path_buf)
 }
 
+/// [`env`] for a test: panics with the reason when the harness cannot be set up.
+pub fn test_env() -> &'static Env {
+    match env() {
+        Ok(env) => env,
+        Err(e) => panic!("harness setup failed: {e}"),
+    }
+}
+
+/// A fresh scratch directory `<out_dir>/<name>` (emptied first, kept afterwards for
+/// post-mortems).
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = test_env().out_dir.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        panic!("create scratch directory {}: {e}", dir.display());
+    }
+    dir
+}
+
 /// Builds (once per process) the workspace with the profile and target directory of the running
 /// test (`cargo build --workspace`), and fetches the kernel if it is absent. Set `RAMPART_TEST_NO_BUILD=1` to skip the build.
 pub fn env() -> Result<&'static Env, String> {

@@ -16,6 +16,7 @@ pub mod expect;
 pub mod guest;
 pub mod hardening;
 pub mod harness;
+pub mod kubelet;
 pub mod live;
 pub mod network;
 pub mod plansh;

@@ -16,25 +16,11 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use rampart_tests::containerd::{self as ctd, PROBE_ARCHIVE_IN_IMAGE};
-use rampart_tests::harness::{self, Boot, Env};
+use rampart_tests::harness::{self, scratch, test_env as env, Boot};
 
 /// The probe's capabilities under the default policy: CHOWN DAC_OVERRIDE FOWNER FSETID KILL
 /// SETGID SETUID SETPCAP NET_BIND_SERVICE SYS_CHROOT AUDIT_WRITE SETFCAP.
 const POLICY_CAPS: &str = "00000000a00405fb";
-
-fn env() -> &'static Env {
-    match harness::env() {
-        Ok(env) => env,
-        Err(e) => panic!("harness setup failed: {e}"),
-    }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = env().out_dir.join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// The guest side of the main test (busybox sh). Every result is a `CTD-TEST KEY=VALUE` line.
 const SCRIPT: &str = r#"

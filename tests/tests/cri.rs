@@ -17,26 +17,11 @@
 //! - the modules `bridge` and `veth` are loaded, the firewall forwards the pod subnet and
 //!   `net.ipv4.ip_forward` is 1.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use rampart_tests::containerd::{self as ctd, PROBE_ARCHIVE_IN_IMAGE};
 use rampart_tests::cri::{self, CRI_IN_IMAGE, HOST_NETWORK_NAMESPACE, POD_SUBNET};
-use rampart_tests::harness::{self, Env};
-
-fn env() -> &'static Env {
-    match harness::env() {
-        Ok(env) => env,
-        Err(e) => panic!("harness setup failed: {e}"),
-    }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = env().out_dir.join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use rampart_tests::harness::{self, scratch, test_env as env};
 
 /// The guest side (busybox sh): import the probe image for CRI, run the client, then report
 /// what the host looks like. Every result is a `CRI-TEST KEY=VALUE` line.

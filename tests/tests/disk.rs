@@ -8,30 +8,16 @@
 //! the same disk, boot of a corrupted copy. Without QEMU, OVMF or the disk build tools the test
 //! prints why and returns (in CI a missing QEMU fails, as in e2e.rs).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use rampart_tests::expect::{check_mounts, mount_at};
-use rampart_tests::harness::{self, Env, Output, TestService};
+use rampart_tests::harness::{self, scratch, test_env as env, Output, TestService};
 use rampart_tests::report::find_report;
 
 const MARKER_DIR: &str = "/var/lib/rampart-disk-test";
 const EPOCH: &str = "1700000000";
-
-fn env() -> &'static Env {
-    match harness::env() {
-        Ok(env) => env,
-        Err(e) => panic!("harness setup failed: {e}"),
-    }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = env().out_dir.join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// What the disk build needs on the build host, or why it cannot run.
 fn missing_tools() -> Option<String> {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use rampart_tests::expect::{check_mounts, check_sysctls, mount_at, planned_sysctls};
-use rampart_tests::harness::{self, Boot, Env, TestService};
+use rampart_tests::harness::{self, scratch, test_env as env, Boot, TestService};
 use rampart_tests::report::{find_report, Report};
 
 /// The default image, booted once.
@@ -17,21 +17,6 @@ struct MainBoot {
     cfg: rampart_config::HostConfig,
     boot: Boot,
     report: Result<Report, String>,
-}
-
-fn env() -> &'static Env {
-    match harness::env() {
-        Ok(env) => env,
-        Err(e) => panic!("harness setup failed: {e}"),
-    }
-}
-
-/// A fresh scratch directory under the harness's output directory (kept for post-mortems).
-fn scratch(name: &str) -> PathBuf {
-    let dir = env().out_dir.join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// Writes a host derived from the example with `services` and `sysctl`, and builds it.

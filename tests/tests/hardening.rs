@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use rampart_tests::hardening::{boot_audit_summary, boot_with_append, find_finit};
-use rampart_tests::harness::{self, Boot, Env, TestService, CHECKER_IN_IMAGE};
+use rampart_tests::harness::{self, test_env as env, Boot, Env, TestService, CHECKER_IN_IMAGE};
 
 /// What the test service runs (busybox sh): each result on its own console line.
 const SCRIPT: &str = "\
@@ -27,13 +27,6 @@ $B sleep 2; \
 echo 0 > /proc/sys/kernel/dmesg_restrict; echo HARD-DMESG-SET=$?; \
 /sbin/init audit --json > /tmp/audit2; echo HARD-AUDIT2-EXIT=$?; \
 $B grep -v '\"result\":\"pass\"' /tmp/audit2 | $B sed 's/^/HARD-AUDIT2 /'";
-
-fn env() -> &'static Env {
-    match harness::env() {
-        Ok(env) => env,
-        Err(e) => panic!("harness setup failed: {e}"),
-    }
-}
 
 /// The host: the default one, its service replaced by the test script as root with the
 /// capabilities it needs (sysctl writes and `bpf_jit_harden` reads: SYS_ADMIN; the module

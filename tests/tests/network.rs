@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rampart_tests::harness::{self, Env, TestService};
+use rampart_tests::harness::{self, test_env as env, TestService};
 use rampart_tests::network::{fetch, free_port, position, with_network, RunningGuest, NIC_MODULES};
 
 const ALLOWED: u16 = 8080;
@@ -22,13 +22,6 @@ ports = [8080]
 action = "accept"
 comment = "e2e allowed port"
 "#;
-
-fn env() -> &'static Env {
-    match harness::env() {
-        Ok(env) => env,
-        Err(e) => panic!("harness setup failed: {e}"),
-    }
-}
 
 fn responder(name: &str, port: u16) -> TestService {
     TestService {

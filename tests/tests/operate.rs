@@ -17,28 +17,14 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rampart_tests::containerd as ctd;
-use rampart_tests::harness::{self, Env, TestService};
+use rampart_tests::harness::{self, scratch, test_env as env, TestService};
 use rampart_tests::live::LiveBoot;
-
-fn env() -> &'static Env {
-    match harness::env() {
-        Ok(env) => env,
-        Err(e) => panic!("harness setup failed: {e}"),
-    }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = env().out_dir.join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -5,82 +5,27 @@
 //! server.
 
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
-
+use super::tests::run_cli as cli;
 use super::*;
 use crate::control::proto::{AuditItem, AuditReply, EntryKind};
 use crate::control::ring;
-use crate::control::server::{AuditFn, Server, Services, Settings};
-use crate::supervisor::{OpError, ServiceSnapshot};
-
-/// Services that are running until stopped.
-struct Fake {
-    services: Vec<(String, &'static str)>,
-    cgroup: PathBuf,
-}
-
-impl Fake {
-    fn find(&mut self, name: &str) -> Result<&mut (String, &'static str), OpError> {
-        self.services
-            .iter_mut()
-            .find(|(n, _)| n == name)
-            .ok_or_else(|| OpError::UnknownService {
-                service: name.to_owned(),
-            })
-    }
-}
-
-impl Services for Fake {
-    fn snapshot(&self, _now: Instant) -> Vec<ServiceSnapshot> {
-        self.services
-            .iter()
-            .map(|(name, state)| ServiceSnapshot {
-                name: name.clone(),
-                state,
-                pid: (*state == "running").then_some(4242),
-                uptime_ms: (*state == "running").then_some(65_000),
-                restarts: 0,
-                last_exit: None,
-                ready: None,
-                cgroup: self.cgroup.clone(),
-            })
-            .collect()
-    }
-    fn orphans_reaped(&self) -> u64 {
-        0
-    }
-    fn shutting_down(&self) -> bool {
-        false
-    }
-    fn stop(&mut self, name: &str) -> Result<String, OpError> {
-        let s = self.find(name)?;
-        s.1 = "stopped";
-        Ok(format!("stopping {name}"))
-    }
-    fn start(&mut self, name: &str) -> Result<String, OpError> {
-        let s = self.find(name)?;
-        s.1 = "running";
-        Ok(format!("started {name}"))
-    }
-    fn restart(&mut self, name: &str) -> Result<String, OpError> {
-        let s = self.find(name)?;
-        s.1 = "running";
-        Ok(format!("restarting {name}"))
-    }
-}
+use crate::control::server::{AuditFn, Server, Settings};
+use crate::control::testing::{serve, write_cgroup, Fake};
+use rampart_config::Action;
 
 struct Live {
     _dir: tempfile::TempDir,
     control: PathBuf,
     host: PathBuf,
     stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    server: Option<JoinHandle<(Vec<Action>, Fake)>>,
+    relay: Option<JoinHandle<()>>,
 }
 
 impl Drop for Live {
@@ -88,7 +33,10 @@ impl Drop for Live {
         self.stop.store(true, Ordering::SeqCst);
         // Wake the relay's accept loop so it sees the flag.
         let _ = UnixStream::connect(&self.host);
-        for t in self.threads.drain(..) {
+        if let Some(t) = self.server.take() {
+            let _ = t.join();
+        }
+        if let Some(t) = self.relay.take() {
             let _ = t.join();
         }
     }
@@ -99,16 +47,13 @@ fn live(services: &[&str], failing_audit: bool) -> Live {
     let control = dir.path().join("run").join("control.sock");
     let host = dir.path().join("host.sock");
     let cgroup = dir.path().join("cg");
-    std::fs::create_dir_all(&cgroup).unwrap();
-    std::fs::write(cgroup.join("memory.current"), "44040192\n").unwrap();
-    std::fs::write(cgroup.join("pids.current"), "9\n").unwrap();
-    std::fs::write(cgroup.join("cpu.stat"), "usage_usec 2310000\n").unwrap();
-    let mut fake = Fake {
-        services: services
-            .iter()
-            .map(|n| ((*n).to_owned(), "running"))
-            .collect(),
+    write_cgroup(&cgroup, 44_040_192, 9, Some(2_310_000));
+    let fake = Fake {
         cgroup,
+        pid: 4242,
+        uptime_ms: 65_000,
+        orphans: 0,
+        ..Fake::with(services)
     };
     let audit: AuditFn = Box::new(move || AuditReply {
         passed: 1,
@@ -126,22 +71,9 @@ fn live(services: &[&str], failing_audit: bool) -> Live {
         timeout: Duration::from_secs(5),
         ..Settings::default()
     };
-    let mut server = Server::bind(settings, Some(audit)).unwrap();
+    let server = Server::bind(settings, Some(audit)).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let server_thread = std::thread::spawn(move || {
-        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
-        epoll
-            .add(server.poll_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 0))
-            .unwrap();
-        while !flag.load(Ordering::SeqCst) {
-            let mut events = [EpollEvent::empty(); 1];
-            if epoll.wait(&mut events, 20u16).unwrap() > 0 {
-                let _ = server.on_poll(&mut fake);
-            }
-            server.pump();
-        }
-    });
+    let server_thread = serve(server, fake, Arc::clone(&stop));
     // The host end of the channel: one relay session per CLI connection, in turn.
     let listener = UnixListener::bind(&host).unwrap();
     let flag = stop.clone();
@@ -167,35 +99,8 @@ fn live(services: &[&str], failing_audit: bool) -> Live {
         control,
         host,
         stop,
-        threads: vec![server_thread, relay_thread],
-    }
-}
-
-struct Ran {
-    code: i32,
-    out: String,
-    err: String,
-}
-
-fn cli(socket: &Path, line: &str) -> Ran {
-    let mut args: Vec<String> = vec!["--socket".into(), socket.display().to_string()];
-    args.extend(line.split_whitespace().map(str::to_owned));
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let mut hook = |_: Option<RawFd>| {};
-    let code = run(
-        &args,
-        None,
-        &mut Io {
-            out: &mut out,
-            err: &mut err,
-            on_follow: &mut hook,
-        },
-    );
-    Ran {
-        code,
-        out: String::from_utf8(out).unwrap(),
-        err: String::from_utf8(err).unwrap(),
+        server: Some(server_thread),
+        relay: Some(relay_thread),
     }
 }
 

@@ -215,6 +215,7 @@ pub fn audit(reply: &AuditReply) -> String {
 mod tests {
     use super::*;
     use crate::control::proto::{AuditItem, ServiceStatus};
+    use crate::control::testing::service_status as service;
 
     #[test]
     fn sizes() {
@@ -264,21 +265,6 @@ mod tests {
         assert_eq!(sanitize("plain\ttab é"), "plain\ttab é");
         assert_eq!(sanitize("\x1b[31mred\r\n"), "\\x1b[31mred\\x0d\\x0a");
         assert_eq!(sanitize("\u{7f}\u{85}"), "\\x7f\\x85");
-    }
-
-    fn service(name: &str, state: &str) -> ServiceStatus {
-        ServiceStatus {
-            name: name.into(),
-            state: state.into(),
-            pid: None,
-            uptime_ms: None,
-            restarts: 0,
-            last_exit: None,
-            ready: None,
-            memory_bytes: None,
-            pids: None,
-            cpu_usec: None,
-        }
     }
 
     #[test]

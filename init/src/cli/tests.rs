@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use super::*;
 use crate::control::proto::{
-    decode_request, encode_reply, AuditItem, AuditReply, EntryKind, FrameReader, HostStatus,
-    LogEntry, ServiceStatus, StatusReply, MAX_REQUEST,
+    encode_reply, AuditItem, AuditReply, EntryKind, HostStatus, LogEntry, ServiceStatus,
+    StatusReply,
 };
+use crate::control::testing::read_request;
 
 /// What the fake server does with one connection.
 enum Script {
@@ -28,17 +29,9 @@ fn serve(path: &Path, scripts: Vec<Script>) -> JoinHandle<Vec<Request>> {
         let mut seen = Vec::new();
         for script in scripts {
             let (mut conn, _) = listener.accept().unwrap();
-            let mut reader = FrameReader::new(MAX_REQUEST);
-            let mut buf = [0u8; 4096];
-            let request = loop {
-                if let Some(body) = reader.next_frame().unwrap() {
-                    break decode_request(&body).unwrap();
-                }
-                let n = conn.read(&mut buf).unwrap();
-                assert!(n > 0, "client closed before a whole request");
-                reader.push(&buf[..n]);
-            };
+            let request = read_request(&mut conn).expect("client closed before a whole request");
             seen.push(request);
+            let mut buf = [0u8; 4096];
             match script {
                 Script::Reply(replies) => {
                     for r in replies {
@@ -58,14 +51,16 @@ fn serve(path: &Path, scripts: Vec<Script>) -> JoinHandle<Vec<Request>> {
     })
 }
 
-struct Ran {
-    code: i32,
-    out: String,
-    err: String,
-    follows: Vec<Option<RawFd>>,
+/// What one run of the CLI returned and printed.
+pub(super) struct Ran {
+    pub code: i32,
+    pub out: String,
+    pub err: String,
+    pub follows: Vec<Option<RawFd>>,
 }
 
-fn run_cli(socket: &Path, line: &str) -> Ran {
+/// Runs the CLI with `--socket SOCKET` and the words of `line`.
+pub(super) fn run_cli(socket: &Path, line: &str) -> Ran {
     let mut args: Vec<String> = vec!["--socket".into(), socket.display().to_string()];
     args.extend(line.split_whitespace().map(str::to_owned));
     run_args(&args, None)

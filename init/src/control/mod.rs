@@ -14,3 +14,5 @@ pub mod proto;
 pub mod ring;
 pub mod server;
 pub mod status;
+#[cfg(test)]
+pub(crate) mod testing;

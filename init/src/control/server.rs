@@ -474,7 +474,16 @@ pub struct Server {
     warnings: RateLimit,
     /// The listener is out of the epoll set until then (`accept` ran out of descriptors).
     paused_until: Option<Instant>,
+    /// A `reboot` or `poweroff` that was answered: it is returned to the event loop once
+    /// [`SHUTDOWN_GRACE`] has passed, so the reply can travel on (through `rampart-relay` to
+    /// the host channel) before the shutdown signals every service.
+    pending: Option<(Action, Instant)>,
+    /// A `reboot` or `poweroff` was answered: every later request is refused.
+    shutdown_answered: bool,
 }
+
+/// How long an answered `reboot` or `poweroff` waits before the shutdown begins.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1000);
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -572,6 +581,8 @@ impl Server {
             audit,
             warnings: RateLimit::new(),
             paused_until: None,
+            pending: None,
+            shutdown_answered: false,
         })
     }
 
@@ -618,9 +629,24 @@ impl Server {
                 }
             }
         }
+        if let Some(wanted) = action {
+            // Answered: later requests are refused, the shutdown starts after the grace
+            // (at once if the clock cannot add it).
+            if !self.shutdown_answered {
+                self.shutdown_answered = true;
+                self.pending = Some((wanted, now.checked_add(SHUTDOWN_GRACE).unwrap_or(now)));
+            }
+        }
         self.expire(now);
         self.pump();
-        action
+        match self.pending {
+            Some((wanted, at)) if at <= Instant::now() => {
+                self.pending = None;
+                self.rearm(Instant::now());
+                Some(wanted)
+            }
+            _ => None,
+        }
     }
 
     /// Sends new ring entries to the streams, flushes what can be sent, closes finished
@@ -876,7 +902,7 @@ impl Server {
             _ => None,
         };
         let mut action = None;
-        let answer = if services.shutting_down() {
+        let answer = if services.shutting_down() || self.shutdown_answered {
             Answer::Failed(ErrorCode::ShuttingDown, "the host is shutting down".into())
         } else {
             match request {
@@ -1033,6 +1059,7 @@ impl Server {
             .iter()
             .filter_map(|c| c.deadline(timeout))
             .chain(self.paused_until)
+            .chain(self.pending.map(|(_, at)| at))
             .min();
         if next == self.armed {
             return;

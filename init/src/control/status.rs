@@ -6,41 +6,11 @@
 //! tests). Every figure is optional: a file that is missing or does not parse leaves it out
 //! rather than failing the reply.
 
-use std::io::Read;
 use std::path::Path;
 
 use super::proto::{HostStatus, ServiceStatus};
+use crate::procfs::{parse_loadavg, parse_meminfo, read_small};
 use crate::supervisor::ServiceSnapshot;
-
-/// `MemTotal` and `MemAvailable` of a `/proc/meminfo`, in bytes.
-#[must_use]
-pub fn parse_meminfo(text: &str) -> (Option<u64>, Option<u64>) {
-    let field = |name: &str| {
-        text.lines().find_map(|line| {
-            let rest = line.strip_prefix(name)?.strip_prefix(':')?;
-            let mut words = rest.split_whitespace();
-            let value: u64 = words.next()?.parse().ok()?;
-            match words.next() {
-                Some("kB") => value.checked_mul(1024),
-                None => Some(value),
-                Some(_) => None,
-            }
-        })
-    };
-    (field("MemTotal"), field("MemAvailable"))
-}
-
-/// The three load averages of a `/proc/loadavg`, as printed.
-#[must_use]
-pub fn parse_loadavg(text: &str) -> Option<[String; 3]> {
-    let mut words = text.split_whitespace();
-    let mut take = || {
-        let w = words.next()?;
-        w.parse::<f64>().ok()?;
-        Some(w.to_owned())
-    };
-    Some([take()?, take()?, take()?])
-}
 
 /// `usage_usec` of a cgroup's `cpu.stat`.
 #[must_use]
@@ -52,32 +22,6 @@ pub fn parse_cpu_usage(text: &str) -> Option<u64> {
             _ => None,
         }
     })
-}
-
-/// The largest pseudo-file read, in bytes (`/proc/meminfo` is about 1.5 KiB).
-pub const MAX_FILE: usize = 64 * 1024;
-
-/// Reads a small pseudo-file to its end: open, read, close (no `stat` for a size hint, which
-/// is 0 for these files anyway: each syscall counts when `status` is asked for in a loop).
-#[must_use]
-pub fn read_small(path: &Path) -> Option<String> {
-    let mut file = std::fs::File::open(path).ok()?;
-    let mut out = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        match file.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => {
-                out.extend_from_slice(chunk.get(..n)?);
-                if out.len() > MAX_FILE {
-                    return None;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// A file holding one unsigned number (`memory.current`, `pids.current`).
@@ -151,29 +95,6 @@ mod tests {
     use std::path::PathBuf;
 
     #[test]
-    fn meminfo() {
-        let text = "MemTotal:        2030268 kB\nMemFree:          1597696 kB\nMemAvailable:    1800000 kB\n";
-        assert_eq!(
-            parse_meminfo(text),
-            (Some(2_030_268 * 1024), Some(1_800_000 * 1024))
-        );
-        assert_eq!(parse_meminfo("MemTotal: x kB\n"), (None, None));
-        assert_eq!(parse_meminfo(""), (None, None));
-        // MemTotalX is not MemTotal.
-        assert_eq!(parse_meminfo("MemTotalX: 5 kB\n"), (None, None));
-    }
-
-    #[test]
-    fn loadavg() {
-        assert_eq!(
-            parse_loadavg("0.00 0.01 0.05 1/123 4567\n"),
-            Some(["0.00".into(), "0.01".into(), "0.05".into()])
-        );
-        assert_eq!(parse_loadavg("0.1 x 0.2"), None);
-        assert_eq!(parse_loadavg("0.1"), None);
-    }
-
-    #[test]
     fn cpu_stat() {
         let text = "usage_usec 123456\nuser_usec 100000\nsystem_usec 23456\n";
         assert_eq!(parse_cpu_usage(text), Some(123_456));
@@ -211,18 +132,6 @@ mod tests {
         };
         let s = service_status(&missing);
         assert_eq!((s.memory_bytes, s.pids, s.cpu_usec), (None, None, None));
-    }
-
-    #[test]
-    fn small_files_are_read_whole_and_bounded() {
-        let dir = tempfile::tempdir().unwrap();
-        let long = "x".repeat(10_000);
-        std::fs::write(dir.path().join("long"), &long).unwrap();
-        std::fs::write(dir.path().join("huge"), "y".repeat(MAX_FILE + 1)).unwrap();
-        assert_eq!(read_small(&dir.path().join("long")), Some(long));
-        assert_eq!(read_small(&dir.path().join("huge")), None);
-        assert_eq!(read_small(&dir.path().join("absent")), None);
-        assert!(read_small(Path::new("/proc/meminfo")).is_some_and(|t| t.contains("MemTotal")));
     }
 
     #[test]

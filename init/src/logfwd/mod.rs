@@ -14,7 +14,6 @@ pub mod render;
 pub mod sender;
 
 use std::fmt;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,13 +22,13 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigSet, Signal};
 use rampart_config::HostConfig;
-use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields};
-use tracing_subscriber::fmt::FmtContext;
-use tracing_subscriber::registry::LookupSpan;
 
 use crate::control::client::{Client, ClientError};
 use crate::control::proto::{LogEntry, Reply, Request};
+use crate::tool;
+/// The log setup and format of the small supervised binaries, here since `rampart-logd`
+/// introduced them (the binaries call `logfwd::init_logging`).
+pub use crate::tool::init_logging;
 use queue::Backoff;
 use sender::{Collector, Stats, Target};
 
@@ -92,20 +91,15 @@ pub fn parse_args(args: &[String]) -> Result<Options, LogfwdError> {
     let usage = |reason: String| LogfwdError::Usage { reason };
     let mut config = None;
     let mut socket = PathBuf::from(rampart_config::operate::CONTROL_SOCKET);
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = || {
-            it.next()
-                .map(PathBuf::from)
-                .ok_or_else(|| usage(format!("{arg} needs a value")))
-        };
-        match arg.as_str() {
-            "--config" => config = Some(value()?),
-            "--socket" => socket = value()?,
-            other => return Err(usage(format!("unknown argument `{other}`"))),
+    tool::parse_flags(args, &["--config", "--socket"], |flag, value| {
+        if flag == "--config" {
+            config = Some(value);
+        } else {
+            socket = value;
         }
-    }
-    let config = config.ok_or_else(|| usage("--config is required".into()))?;
+    })
+    .map_err(usage)?;
+    let config = tool::required(config, "--config").map_err(usage)?;
     Ok(Options { config, socket })
 }
 
@@ -406,46 +400,6 @@ pub fn watch_termination(stop: Arc<AtomicBool>) -> Result<(), LogfwdError> {
         })
         .map_err(|source| LogfwdError::SignalThread { source })?;
     Ok(())
-}
-
-/// Installs a `tracing` subscriber that prints `PROGRAM: [warning: ]message` lines to stderr
-/// (PID 1 captures them as this service's log), for the small supervised binaries.
-pub fn init_logging(program: &'static str) {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_max_level(Level::INFO)
-        .event_format(ProgramFormat { program })
-        .try_init();
-    // Make sure an early line is not lost in a buffer if the process is killed.
-    let _ = std::io::stderr().flush();
-}
-
-/// The line format of [`init_logging`].
-#[derive(Debug, Clone, Copy)]
-pub struct ProgramFormat {
-    /// The prefix.
-    pub program: &'static str,
-}
-
-impl<S, N> FormatEvent<S, N> for ProgramFormat
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: format::Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
-        write!(writer, "{}: ", self.program)?;
-        if let Some(word) = crate::log::level_word(*event.metadata().level()) {
-            write!(writer, "{word}: ")?;
-        }
-        ctx.field_format().format_fields(writer.by_ref(), event)?;
-        writeln!(writer)
-    }
 }
 
 #[cfg(test)]

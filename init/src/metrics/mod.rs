@@ -24,6 +24,7 @@ use rampart_config::HostConfig;
 
 use crate::control::client;
 use crate::control::proto::{Reply, Request, StatusReply};
+use crate::tool;
 use http::Route;
 
 /// How long a client has to send its request head.
@@ -96,21 +97,14 @@ pub fn parse_args(args: &[String]) -> Result<Options, MetricsError> {
     let mut config = None;
     let mut socket = PathBuf::from(rampart_config::operate::CONTROL_SOCKET);
     let mut proc = PathBuf::from("/proc");
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = || {
-            it.next()
-                .map(PathBuf::from)
-                .ok_or_else(|| usage(format!("{arg} needs a value")))
-        };
-        match arg.as_str() {
-            "--config" => config = Some(value()?),
-            "--socket" => socket = value()?,
-            "--proc" => proc = value()?,
-            other => return Err(usage(format!("unknown argument `{other}`"))),
-        }
-    }
-    let config = config.ok_or_else(|| usage("--config is required".into()))?;
+    let known = ["--config", "--socket", "--proc"];
+    tool::parse_flags(args, &known, |flag, value| match flag {
+        "--config" => config = Some(value),
+        "--socket" => socket = value,
+        _ => proc = value,
+    })
+    .map_err(usage)?;
+    let config = tool::required(config, "--config").map_err(usage)?;
     Ok(Options {
         config,
         socket,

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::control::proto::StatusReply;
+use crate::procfs::{parse_loadavg, parse_meminfo, parse_uptime, read_small};
 
 /// The states a service can be in, as `status` names them; `rampart_service_state` has one
 /// series per state (1 for the current one), so a series never disappears.
@@ -26,56 +27,11 @@ pub struct HostFigures {
     pub uptime_seconds: Option<String>,
 }
 
-/// `MemTotal` and `MemAvailable` of `/proc/meminfo`, in bytes.
-#[must_use]
-pub fn parse_meminfo(text: &str) -> (Option<u64>, Option<u64>) {
-    let field = |name: &str| {
-        text.lines().find_map(|line| {
-            let rest = line.strip_prefix(name)?.strip_prefix(':')?;
-            let mut words = rest.split_whitespace();
-            let n: u64 = words.next()?.parse().ok()?;
-            match words.next() {
-                Some("kB") => n.checked_mul(1024),
-                None => Some(n),
-                Some(_) => None,
-            }
-        })
-    };
-    (field("MemTotal"), field("MemAvailable"))
-}
-
-/// Whether `s` is a plain decimal number (`0.15`, `12345.67`).
-fn is_decimal(s: &str) -> bool {
-    let mut parts = s.splitn(2, '.');
-    let int = parts.next().unwrap_or_default();
-    let frac = parts.next();
-    !int.is_empty()
-        && int.bytes().all(|b| b.is_ascii_digit())
-        && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// The three load averages of `/proc/loadavg`.
-#[must_use]
-pub fn parse_loadavg(text: &str) -> Option<[String; 3]> {
-    let mut w = text.split_whitespace();
-    let mut next = || w.next().filter(|s| is_decimal(s)).map(str::to_owned);
-    Some([next()?, next()?, next()?])
-}
-
-/// The uptime of `/proc/uptime`, in seconds.
-#[must_use]
-pub fn parse_uptime(text: &str) -> Option<String> {
-    text.split_whitespace()
-        .next()
-        .filter(|s| is_decimal(s))
-        .map(str::to_owned)
-}
-
 /// Reads the host's figures under `proc` (normally `/proc`); a file that cannot be read
 /// leaves its figures out.
 #[must_use]
 pub fn read_host(proc: &Path) -> HostFigures {
-    let read = |name: &str| std::fs::read_to_string(proc.join(name)).ok();
+    let read = |name: &str| read_small(&proc.join(name));
     let (memory_total_bytes, memory_available_bytes) =
         read("meminfo").map_or((None, None), |t| parse_meminfo(&t));
     HostFigures {
@@ -269,22 +225,8 @@ pub fn render(status: Option<&StatusReply>, host: &HostFigures) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::proto::{HostStatus, ServiceStatus};
-
-    fn service(name: &str, state: &str) -> ServiceStatus {
-        ServiceStatus {
-            name: name.into(),
-            state: state.into(),
-            pid: None,
-            uptime_ms: None,
-            restarts: 0,
-            last_exit: None,
-            ready: None,
-            memory_bytes: None,
-            pids: None,
-            cpu_usec: None,
-        }
-    }
+    use crate::control::proto::HostStatus;
+    use crate::control::testing::service_status as service;
 
     fn status() -> StatusReply {
         let mut containerd = service("containerd", "running");
@@ -420,23 +362,7 @@ rampart_host_uptime_seconds 123.45
     }
 
     #[test]
-    fn proc_parsers() {
-        let meminfo = "MemTotal:        1014552 kB\nMemFree:          600000 kB\nMemAvailable:     812345 kB\nBuffers: 1 kB\n";
-        assert_eq!(
-            parse_meminfo(meminfo),
-            (Some(1_014_552 * 1024), Some(812_345 * 1024))
-        );
-        assert_eq!(parse_meminfo("MemTotalX: 5 kB\n"), (None, None));
-        assert_eq!(parse_meminfo("MemTotal: x kB\n"), (None, None));
-        assert_eq!(
-            parse_loadavg("0.15 0.10 0.05 1/123 4567\n"),
-            Some(["0.15".to_owned(), "0.10".to_owned(), "0.05".to_owned()])
-        );
-        assert_eq!(parse_loadavg("0.15 0.10\n"), None);
-        assert_eq!(parse_loadavg("0.15 nan 1\n"), None);
-        assert_eq!(parse_uptime("123.45 200.10\n"), Some("123.45".to_owned()));
-        assert_eq!(parse_uptime("-1 2\n"), None);
-        assert_eq!(parse_uptime(""), None);
+    fn seconds() {
         assert_eq!(usec_as_seconds(0), "0.000000");
         assert_eq!(usec_as_seconds(12_000_345), "12.000345");
     }

@@ -7,9 +7,8 @@ use std::os::unix::net::UnixListener;
 use std::time::Duration;
 
 use super::*;
-use crate::control::proto::{
-    decode_request, encode_reply, FrameReader, HostStatus, ServiceStatus, MAX_REQUEST,
-};
+use crate::control::proto::{encode_reply, HostStatus, ServiceStatus};
+use crate::control::testing::read_request;
 
 fn status() -> StatusReply {
     StatusReply {
@@ -42,18 +41,7 @@ fn fake_control(listener: UnixListener) {
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut s) = conn else { return };
-            let mut r = FrameReader::new(MAX_REQUEST);
-            let mut buf = [0u8; 1024];
-            let req = loop {
-                if let Some(f) = r.next_frame().unwrap() {
-                    break decode_request(&f).unwrap();
-                }
-                let n = s.read(&mut buf).unwrap();
-                if n == 0 {
-                    break Request::Audit {};
-                }
-                r.push(&buf[..n]);
-            };
+            let req = read_request(&mut s).unwrap_or(Request::Audit {});
             if req == (Request::Status {}) {
                 let _ = s.write_all(&encode_reply(&Reply::Status(status())).unwrap());
             }

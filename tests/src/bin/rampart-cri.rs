@@ -4,6 +4,8 @@
 //! rampart-cri version [--socket PATH]    CRI v1 Version of containerd's CRI plugin
 //! rampart-cri tier1 [OPTIONS]            the tier-1 scenario, CRI-TEST KEY=VALUE lines
 //!                                        (options: rampart_tests::cri::scenario::Options)
+//! rampart-cri kubelet [OPTIONS]          wait for a static pod's container to run, report
+//!                                        (options: rampart_tests::kubelet::GuestOptions)
 //! ```
 //!
 //! Exits 0 when every step ran (refusals are results), 1 otherwise, 2 on bad arguments.
@@ -31,6 +33,15 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Some((cmd, rest)) if cmd == "kubelet" => {
+            match rampart_tests::kubelet::GuestOptions::parse(rest) {
+                Ok(o) => ExitCode::from(rampart_tests::kubelet::guest_main(&o)),
+                Err(e) => {
+                    eprintln!("rampart-cri: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Some((cmd, rest)) if cmd == "version" => {
             let socket = match rest {
                 [] => PathBuf::from(DEFAULT_SOCKET),
@@ -55,7 +66,7 @@ fn main() -> ExitCode {
             }
         }
         _ => {
-            eprintln!("rampart-cri: usage: rampart-cri version [--socket PATH] | rampart-cri tier1 [OPTIONS]");
+            eprintln!("rampart-cri: usage: rampart-cri version [--socket PATH] | rampart-cri tier1 [OPTIONS] | rampart-cri kubelet [OPTIONS]");
             ExitCode::from(2)
         }
     }

@@ -5,90 +5,12 @@
 use super::*;
 use crate::control::client::{Client, ClientError};
 use crate::control::proto::{EntryKind, LogEntry};
+use crate::control::testing::{serve, write_cgroup, Fake};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-
-/// A supervisor stand-in: services with a state, ops that move them.
-#[derive(Debug, Default)]
-struct Fake {
-    services: Vec<(String, &'static str)>,
-    shutting_down: bool,
-    cgroup: PathBuf,
-}
-
-impl Fake {
-    fn with(names: &[&str]) -> Self {
-        Fake {
-            services: names.iter().map(|n| (n.to_string(), "running")).collect(),
-            ..Fake::default()
-        }
-    }
-
-    fn find(&mut self, name: &str) -> Result<&mut (String, &'static str), OpError> {
-        self.services
-            .iter_mut()
-            .find(|(n, _)| n == name)
-            .ok_or_else(|| OpError::UnknownService {
-                service: name.to_owned(),
-            })
-    }
-}
-
-impl Services for Fake {
-    fn snapshot(&self, _now: Instant) -> Vec<ServiceSnapshot> {
-        self.services
-            .iter()
-            .map(|(name, state)| ServiceSnapshot {
-                name: name.clone(),
-                state,
-                pid: (*state == "running").then_some(42),
-                uptime_ms: (*state == "running").then_some(1000),
-                restarts: 0,
-                last_exit: None,
-                ready: None,
-                cgroup: self.cgroup.clone(),
-            })
-            .collect()
-    }
-    fn orphans_reaped(&self) -> u64 {
-        7
-    }
-    fn shutting_down(&self) -> bool {
-        self.shutting_down
-    }
-    fn stop(&mut self, name: &str) -> Result<String, OpError> {
-        let s = self.find(name)?;
-        if s.1 != "running" {
-            return Err(OpError::InvalidState {
-                op: "stop",
-                service: name.to_owned(),
-                state: s.1,
-            });
-        }
-        s.1 = "stopped";
-        Ok(format!("stopping {name}"))
-    }
-    fn start(&mut self, name: &str) -> Result<String, OpError> {
-        let s = self.find(name)?;
-        if s.1 == "running" {
-            return Err(OpError::InvalidState {
-                op: "start",
-                service: name.to_owned(),
-                state: s.1,
-            });
-        }
-        s.1 = "running";
-        Ok(format!("started {name}"))
-    }
-    fn restart(&mut self, name: &str) -> Result<String, OpError> {
-        let s = self.find(name)?;
-        s.1 = "running";
-        Ok(format!("restarting {name}"))
-    }
-}
 
 struct Harness {
     dir: tempfile::TempDir,
@@ -103,9 +25,7 @@ impl Harness {
         let path = dir.path().join("run").join("control.sock");
         let mut fake = fake;
         fake.cgroup = dir.path().join("cg");
-        std::fs::create_dir_all(&fake.cgroup).unwrap();
-        std::fs::write(fake.cgroup.join("memory.current"), "1048576\n").unwrap();
-        std::fs::write(fake.cgroup.join("pids.current"), "3\n").unwrap();
+        write_cgroup(&fake.cgroup, 1_048_576, 3, None);
         let mut settings = Settings {
             socket: path.clone(),
             timeout: Duration::from_secs(5),
@@ -123,25 +43,9 @@ impl Harness {
                 detail: "expected 2, actual 2".into(),
             }],
         });
-        let mut server = Server::bind(settings, Some(audit)).unwrap();
+        let server = Server::bind(settings, Some(audit)).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
-            epoll
-                .add(server.poll_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 0))
-                .unwrap();
-            let mut actions = Vec::new();
-            while !flag.load(Ordering::SeqCst) {
-                let mut events = [EpollEvent::empty(); 1];
-                let n = epoll.wait(&mut events, 20u16).unwrap();
-                if n > 0 {
-                    actions.extend(server.on_poll(&mut fake));
-                }
-                server.pump();
-            }
-            (actions, fake)
-        });
+        let thread = serve(server, fake, Arc::clone(&stop));
         Harness {
             dir,
             path,
@@ -316,6 +220,12 @@ fn operations_and_their_errors() {
             message: "powering off".into()
         }
     );
+    // Refused from now on; the action comes after the grace that lets the reply travel.
+    assert_eq!(
+        error_code(&h.call(Request::Status {})),
+        Some(ErrorCode::ShuttingDown)
+    );
+    std::thread::sleep(super::SHUTDOWN_GRACE + std::time::Duration::from_millis(500));
     let (actions, fake) = h.finish();
     assert_eq!(actions, [Action::Poweroff]);
     assert_eq!(fake.services[0].1, "running");
