@@ -9,6 +9,7 @@
 //! - [`harness`]: host side: locates the binaries and the kernel, writes test host files,
 //!   builds images with `rampart-image build` and boots them with `rampart-image boot`.
 
+pub mod cluster;
 pub mod containerd;
 pub mod cri;
 pub mod ctlprobe;
