@@ -366,6 +366,64 @@ impl Events {
     }
 }
 
+/// A one-shot monotonic timerfd in a component's epoll instance, armed to the earliest of its
+/// deadlines: how the supervisor and the control server wake for restarts, readiness checks and
+/// connection timeouts without a polling timer.
+#[derive(Debug)]
+pub struct DeadlineTimer {
+    timer: TimerFd,
+    armed: Option<std::time::Instant>,
+}
+
+impl DeadlineTimer {
+    /// A disarmed timer, added to `epoll` under `key` (readable when it fires). The error
+    /// names the step that failed.
+    pub fn new(epoll: &Epoll, key: u64) -> Result<Self, (&'static str, Errno)> {
+        let timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )
+        .map_err(|e| ("timerfd", e))?;
+        epoll
+            .add(timer.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, key))
+            .map_err(|e| ("epoll add timerfd", e))?;
+        Ok(Self { timer, armed: None })
+    }
+
+    /// Clears a (possibly stale) expiration after the timer was reported readable.
+    pub fn acknowledge(&mut self) {
+        // Reading clears the expiration; it may be stale (EAGAIN): fine.
+        let _ = self.timer.wait();
+        self.armed = None;
+    }
+
+    /// Arms the timer to fire once at `next` (at least 1 ms after `now`: a zero expiration
+    /// would disarm it), or disarms it; no syscall when it is already armed so.
+    pub fn rearm(
+        &mut self,
+        next: Option<std::time::Instant>,
+        now: std::time::Instant,
+    ) -> Result<(), Errno> {
+        if next == self.armed {
+            return Ok(());
+        }
+        match next {
+            None => self.timer.unset()?,
+            Some(at) => {
+                let after = at
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(1));
+                self.timer.set(
+                    Expiration::OneShot(TimeSpec::from_duration(after)),
+                    TimerSetTimeFlags::empty(),
+                )?;
+            }
+        }
+        self.armed = next;
+        Ok(())
+    }
+}
+
 /// Runs PID 1's event loop with the started services and, when it could be created, the
 /// control server; never returns.
 pub fn serve(mut sup: Supervisor, ctx: ShutdownContext, mut server: Option<Server>) -> ! {

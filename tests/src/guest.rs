@@ -273,6 +273,24 @@ pub fn spawn_orphans(count: u32, sleep: Duration) -> std::io::Result<Vec<i32>> {
     Ok(pids)
 }
 
+/// One result line of an in-guest test program: `PREFIX KEY=VALUE`, control characters of the
+/// value turned into spaces so it stays on one line.
+pub fn result_line(prefix: &str, key: &str, value: &str) -> String {
+    let value: String = value
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    format!("{prefix}{key}={}", value.trim())
+}
+
+/// Prints [`result_line`] on stdout and flushes it (the console is read as it comes).
+pub fn say(prefix: &str, key: &str, value: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", result_line(prefix, key, value));
+    let _ = out.flush();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

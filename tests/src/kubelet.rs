@@ -12,7 +12,6 @@
 //! pod's container runs, then reports every pod and container kubelet made.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -169,17 +168,11 @@ pub fn results(console: &str) -> BTreeMap<String, String> {
 
 /// One result line: `KUBELET-TEST KEY=VALUE`, the value on one line.
 pub fn line(key: &str, value: &str) -> String {
-    let value: String = value
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    format!("{LINE_PREFIX}{key}={}", value.trim())
+    crate::guest::result_line(LINE_PREFIX, key, value)
 }
 
 fn say(key: &str, value: impl AsRef<str>) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{}", line(key, value.as_ref()));
-    let _ = out.flush();
+    crate::guest::say(LINE_PREFIX, key, value.as_ref());
 }
 
 /// One pod sandbox of `ListPodSandbox`.

@@ -28,14 +28,13 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{self, sockopt, MsgFlags, SockFlag};
-use nix::sys::time::TimeSpec;
-use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use rampart_config::{Action, HostConfig};
 
 use super::conn::{self, OutBuf, Stream, OUTPUT_LIMIT};
 use super::proto::{self, AuditItem, AuditReply, EntryKind, ErrorCode, Reply, Request};
 use super::ring::{self, Filter, INIT_SOURCE};
 use super::status;
+use crate::event::DeadlineTimer;
 use crate::supervisor::{OpError, ServiceSnapshot, Supervisor};
 
 /// Where PID 1 serves the control API.
@@ -466,8 +465,7 @@ pub struct Server {
     settings: Settings,
     epoll: Epoll,
     listener: UnixListener,
-    timer: TimerFd,
-    armed: Option<Instant>,
+    timer: DeadlineTimer,
     conns: Vec<Conn>,
     next_key: u64,
     audit: Option<AuditFn>,
@@ -552,30 +550,20 @@ impl Server {
             })?;
         let setup = |what| move |source| ServerError::Setup { what, source };
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(setup("epoll"))?;
-        let timer = TimerFd::new(
-            ClockId::CLOCK_MONOTONIC,
-            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
-        )
-        .map_err(setup("timerfd"))?;
         epoll
             .add(
                 listener.as_fd(),
                 EpollEvent::new(EpollFlags::EPOLLIN, LISTENER_KEY),
             )
             .map_err(setup("epoll add listener"))?;
-        epoll
-            .add(
-                timer.as_fd(),
-                EpollEvent::new(EpollFlags::EPOLLIN, TIMER_KEY),
-            )
-            .map_err(setup("epoll add timerfd"))?;
+        let timer = DeadlineTimer::new(&epoll, TIMER_KEY)
+            .map_err(|(what, source)| ServerError::Setup { what, source })?;
         ring::set_capacity(settings.log_buffer);
         Ok(Self {
             settings,
             epoll,
             listener,
             timer,
-            armed: None,
             conns: Vec::new(),
             next_key: FIRST_CONN_KEY,
             audit,
@@ -618,11 +606,7 @@ impl Server {
         for event in events.iter().take(n) {
             match event.data() {
                 LISTENER_KEY => self.accept_all(now),
-                TIMER_KEY => {
-                    // Reading clears the expiration; it may be stale (EAGAIN): fine.
-                    let _ = self.timer.wait();
-                    self.armed = None;
-                }
+                TIMER_KEY => self.timer.acknowledge(),
                 key => {
                     let wanted = self.on_conn_event(key, event.events(), services, now);
                     action = action.or(wanted);
@@ -1061,25 +1045,8 @@ impl Server {
             .chain(self.paused_until)
             .chain(self.pending.map(|(_, at)| at))
             .min();
-        if next == self.armed {
-            return;
-        }
-        let result = match next {
-            None => self.timer.unset(),
-            Some(at) => {
-                // A zero expiration would disarm the timer: at least 1 ms.
-                let after = at
-                    .saturating_duration_since(now)
-                    .max(Duration::from_millis(1));
-                self.timer.set(
-                    Expiration::OneShot(TimeSpec::from_duration(after)),
-                    TimerSetTimeFlags::empty(),
-                )
-            }
-        };
-        match result {
-            Ok(()) => self.armed = next,
-            Err(error) => tracing::error!(%error, "control server timer"),
+        if let Err(error) = self.timer.rearm(next, now) {
+            tracing::error!(%error, "control server timer");
         }
     }
 }

@@ -45,12 +45,11 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
-use nix::sys::time::TimeSpec;
-use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use nix::unistd::{pipe2, Pid};
 use rampart_config::{Action, BackoffConfig, HostConfig, Readiness, Restart, Service};
 
 use crate::cgroup::{self, CgroupOp};
+use crate::event::DeadlineTimer;
 use backoff::Backoff;
 use lifecycle::Lifecycle;
 use output::{LineSplitter, LogFile};
@@ -497,13 +496,12 @@ const FIRST_PIPE_KEY: u64 = 16;
 #[derive(Debug)]
 struct Runtime {
     epoll: Epoll,
-    timer: TimerFd,
+    timer: DeadlineTimer,
     inotify: Option<Inotify>,
     watched: Vec<PathBuf>,
     pipes: Vec<OutputPipe>,
     next_key: u64,
     stdin: OwnedFd,
-    armed: Option<Instant>,
 }
 
 /// The services PID 1 runs and the state of each.
@@ -598,17 +596,8 @@ impl Supervisor {
             source,
         })?;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(setup("epoll"))?;
-        let timer = TimerFd::new(
-            ClockId::CLOCK_MONOTONIC,
-            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
-        )
-        .map_err(setup("timerfd"))?;
-        epoll
-            .add(
-                timer.as_fd(),
-                EpollEvent::new(EpollFlags::EPOLLIN, TIMER_KEY),
-            )
-            .map_err(setup("epoll add timerfd"))?;
+        let timer = DeadlineTimer::new(&epoll, TIMER_KEY)
+            .map_err(|(what, source)| SupervisorError::Setup { what, source })?;
         let inotify = match Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
             Ok(inotify) => match epoll.add(
                 inotify.as_fd(),
@@ -633,7 +622,6 @@ impl Supervisor {
             pipes: Vec::new(),
             next_key: FIRST_PIPE_KEY,
             stdin,
-            armed: None,
         })
     }
 
@@ -666,8 +654,7 @@ impl Supervisor {
                 TIMER_KEY => {
                     if let Some(rt) = self.runtime.as_mut() {
                         // Reading clears the expiration; it may be stale (EAGAIN): fine.
-                        let _ = rt.timer.wait();
-                        rt.armed = None;
+                        rt.timer.acknowledge();
                     }
                 }
                 INOTIFY_KEY => {
@@ -1106,25 +1093,8 @@ impl Supervisor {
         let Some(rt) = self.runtime.as_mut() else {
             return;
         };
-        if rt.armed == next {
-            return;
-        }
-        let result = match next {
-            None => rt.timer.unset(),
-            Some(at) => {
-                // A zero expiration would disarm the timer: at least 1 ms.
-                let after = at
-                    .saturating_duration_since(now)
-                    .max(Duration::from_millis(1));
-                rt.timer.set(
-                    Expiration::OneShot(TimeSpec::from_duration(after)),
-                    TimerSetTimeFlags::empty(),
-                )
-            }
-        };
-        match result {
-            Ok(()) => rt.armed = next,
-            Err(error) => tracing::error!(%error, "supervisor timer"),
+        if let Err(error) = rt.timer.rearm(next, now) {
+            tracing::error!(%error, "supervisor timer");
         }
     }
 

@@ -3,6 +3,8 @@
 
 use super::*;
 use crate::event::{self, reap_children, Events};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::TimerSetTimeFlags;
 use rampart_config::{ServiceName, Size};
 use std::io::Read;
 use std::os::unix::net::UnixListener;

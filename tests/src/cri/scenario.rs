@@ -12,7 +12,6 @@
 //!    pod, a pod mounting `/`: at which call each failed and the runtime's message;
 //! 4. `StopPodSandbox` and `RemovePodSandbox` of every pod made, and `ListContainers` after.
 
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -96,17 +95,11 @@ impl Options {
 
 /// One result line: `CRI-TEST KEY=VALUE`, the value on one line.
 pub fn line(key: &str, value: &str) -> String {
-    let value: String = value
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    format!("{LINE_PREFIX}{key}={}", value.trim())
+    crate::guest::result_line(LINE_PREFIX, key, value)
 }
 
 fn say(key: &str, value: impl AsRef<str>) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{}", line(key, value.as_ref()));
-    let _ = out.flush();
+    crate::guest::say(LINE_PREFIX, key, value.as_ref());
 }
 
 /// The messages of a CRI log file (`TIMESTAMP STREAM TAG MESSAGE` lines; `P` parts joined
