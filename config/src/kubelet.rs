@@ -53,6 +53,8 @@ pub const CONFIG_FILE: &str = "/etc/kubernetes/kubelet.yaml";
 pub const STATIC_POD_DIR: &str = "/etc/kubernetes/manifests";
 /// Where `kubeconfig` goes in the image.
 pub const KUBECONFIG_FILE: &str = "/etc/kubernetes/kubelet.kubeconfig";
+/// Where `client_ca` goes in the image (`authentication.x509.clientCAFile`).
+pub const CLIENT_CA_FILE: &str = "/etc/kubernetes/pki/ca.crt";
 /// kubelet's root folder (`--root-dir`'s default): pods, volumes, plugins, its certificate.
 pub const ROOT_DIR: &str = "/var/lib/kubelet";
 /// The pods' log folders, one per pod, written by containerd.
@@ -123,6 +125,7 @@ pub const RESERVED_FLAGS: &[&str] = &[
     "--cgroup-root",
     "--cgroups-per-qos",
     "--protect-kernel-defaults",
+    "--client-ca-file",
 ];
 /// The socket of kubelet's pod resources API, which it opens once it runs: the service is
 /// ready when it accepts a connection.
@@ -147,6 +150,10 @@ pub struct Kubelet {
     /// A kubeconfig on the build machine (absolute), carried to [`KUBECONFIG_FILE`]: kubelet
     /// then registers with that control plane. `None`: standalone (static pods only).
     pub kubeconfig: Option<PathBuf>,
+    /// The CA certificate (PEM) on the build machine (absolute) that signs the client
+    /// certificates kubelet accepts (the API server's, for logs and exec), carried to
+    /// [`CLIENT_CA_FILE`]. Only with `kubeconfig`.
+    pub client_ca: Option<PathBuf>,
     /// Services that must be ready before kubelet starts (besides containerd).
     pub after: Vec<ServiceName>,
     /// Extra command-line flags, each one `--name` or `--name=value` item.
@@ -163,6 +170,7 @@ impl Default for Kubelet {
             binary: PathBuf::new(),
             static_pods: Vec::new(),
             kubeconfig: None,
+            client_ca: None,
             after: Vec::new(),
             args: Vec::new(),
             memory_max: DEFAULT_MEMORY_MAX,
@@ -204,6 +212,14 @@ impl Kubelet {
                 mode: Some(0o600),
             });
         }
+        if let Some(ca) = &self.client_ca {
+            out.push(ImageFile {
+                source: ca.clone(),
+                target: PathBuf::from(CLIENT_CA_FILE),
+                // A certificate, public.
+                mode: Some(0o644),
+            });
+        }
         out
     }
 
@@ -231,6 +247,7 @@ pub(crate) struct RawKubelet {
     pub binary: Option<Spanned<String>>,
     pub static_pods: Option<Vec<Spanned<String>>>,
     pub kubeconfig: Option<Spanned<String>>,
+    pub client_ca: Option<Spanned<String>>,
     pub after: Option<Vec<Spanned<String>>>,
     pub args: Option<Vec<Spanned<String>>>,
     pub memory_max: Option<Spanned<RawSize>>,
@@ -441,6 +458,18 @@ impl Validator<'_> {
             .kubeconfig
             .as_ref()
             .and_then(|k| file(self, "kubelet.kubeconfig", k));
+        let client_ca = match &raw.client_ca {
+            Some(ca) if kubeconfig.is_none() && raw.kubeconfig.is_none() => {
+                self.report(
+                    "kubelet.client_ca",
+                    ca.span(),
+                    "needs kubeconfig: a standalone kubelet listens on loopback only and authenticates nobody",
+                );
+                None
+            }
+            Some(ca) => file(self, "kubelet.client_ca", ca),
+            None => None,
+        };
         let mut after = Vec::new();
         for (i, a) in raw.after.iter().flatten().enumerate() {
             let key = format!("kubelet.after[{i}]");
@@ -476,6 +505,7 @@ impl Validator<'_> {
             binary: binary.unwrap_or_default(),
             static_pods,
             kubeconfig,
+            client_ca,
             after,
             args,
             memory_max,
@@ -534,7 +564,7 @@ impl Validator<'_> {
         }
         for f in image_files {
             let t = f.target.as_path();
-            let own = [BINARY, CONFIG_FILE, KUBECONFIG_FILE]
+            let own = [BINARY, CONFIG_FILE, KUBECONFIG_FILE, CLIENT_CA_FILE]
                 .iter()
                 .any(|p| t == Path::new(p))
                 || t.starts_with(STATIC_POD_DIR);
@@ -543,7 +573,7 @@ impl Validator<'_> {
                     "kubelet",
                     span.clone(),
                     format!(
-                        "[[image.files]] writes {}, which [kubelet] writes (its binary, configuration and kubeconfig; manifests go in static_pods)",
+                        "[[image.files]] writes {}, which [kubelet] writes (its binary, configuration, kubeconfig and client CA; manifests go in static_pods, the CA is client_ca)",
                         t.display()
                     ),
                 );
@@ -694,6 +724,31 @@ mod tests {
         assert_eq!(kc.source, PathBuf::from("/cfg/node.kubeconfig"));
         assert_eq!(kc.target, PathBuf::from(KUBECONFIG_FILE));
         assert_eq!(kc.mode, Some(0o600));
+        assert_eq!(c.kubelet.client_ca, None);
+    }
+
+    #[test]
+    fn client_ca_is_carried() {
+        let c = cfg(&with_kubelet(
+            "kubeconfig = \"node.kubeconfig\"\nclient_ca = \"pki/ca.crt\"\n",
+        ))
+        .unwrap();
+        assert_eq!(c.kubelet.client_ca, Some(PathBuf::from("/cfg/pki/ca.crt")));
+        let f = c.kubelet.image_files();
+        let ca = f.last().unwrap();
+        assert_eq!(
+            (ca.source.as_path(), ca.target.as_path(), ca.mode),
+            (
+                Path::new("/cfg/pki/ca.crt"),
+                Path::new(CLIENT_CA_FILE),
+                Some(0o644)
+            )
+        );
+        // kubelet's command line does not name it: the generated configuration does.
+        assert!(!kubelet_services(&c)[0]
+            .exec
+            .iter()
+            .any(|a| a.contains("client-ca")));
     }
 
     #[test]
@@ -785,6 +840,25 @@ mod tests {
                     with_kubelet("")
                 ),
                 "[[image.files]] writes /etc/kubernetes/manifests/x.yaml",
+            ),
+            (
+                with_kubelet("client_ca = \"ca.crt\"\n"),
+                "kubelet.client_ca: needs kubeconfig",
+            ),
+            (
+                with_kubelet("kubeconfig = \"k\"\nclient_ca = \"\"\n"),
+                "kubelet.client_ca: must name a file",
+            ),
+            (
+                with_kubelet("args = [\"--client-ca-file=/ca.crt\"]\n"),
+                "`--client-ca-file` is set by rampart",
+            ),
+            (
+                format!(
+                    "[[image.files]]\nsource = \"/x\"\ntarget = \"/etc/kubernetes/pki/ca.crt\"\n{}",
+                    with_kubelet("")
+                ),
+                "the CA is client_ca",
             ),
             (
                 with_kubelet("memory_max = \"lots\"\n"),

@@ -611,26 +611,17 @@ impl Mode {
     }
 }
 
-/// Where the cluster's CA certificate goes in the guest: kubelet's `--client-ca-file`, which
-/// authenticates the apiserver's calls (logs, exec) by their client certificate.
-pub const CA_IN_IMAGE: &str = "/etc/kubernetes/pki/ca.crt";
-
-/// The kubelet flags of a joining node on top of what `[kubelet]` with a kubeconfig
-/// generates: the CA that signs the apiserver's client certificate (the generated
-/// configuration authenticates bearer tokens by webhook only) and the node's address.
+/// The kubelet flags of a joining node on top of what `[kubelet]` with a kubeconfig and a
+/// `client_ca` generates: the node's address.
 pub fn kubelet_args() -> Vec<String> {
-    vec![
-        format!("--client-ca-file={CA_IN_IMAGE}"),
-        format!("--node-ip={NODE_IP}"),
-    ]
+    vec![format!("--node-ip={NODE_IP}")]
 }
 
 /// The guest side of joining, besides `[kubelet]`: a host TOML text with the NIC's modules,
 /// `eth0` at `NODE_IP/24` with the default route via [`GATEWAY_IP`], firewall rules for the
 /// apiserver (out, tcp 6443 to the gateway) and for the apiserver's calls to kubelet (in, tcp
-/// 10250 from the gateway: QEMU's forward arrives from there), and the CA (`ca`, a path on the
-/// build machine) at [`CA_IN_IMAGE`].
-pub fn join_host(text: &str, ca: &Path) -> Result<String, String> {
+/// 10250 from the gateway: QEMU's forward arrives from there).
+pub fn join_host(text: &str) -> Result<String, String> {
     use toml::{Table, Value};
     let mut doc: Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
     fn table<'a>(t: &'a mut Table, key: &str) -> Result<&'a mut Table, String> {
@@ -651,12 +642,6 @@ pub fn join_host(text: &str, ca: &Path) -> Result<String, String> {
             modules.push(Value::String((*m).to_owned()));
         }
     }
-    let files = array(table(&mut doc, "image")?, "files")?;
-    let mut f = Table::new();
-    f.insert("source".into(), Value::String(ca.display().to_string()));
-    f.insert("target".into(), Value::String(CA_IN_IMAGE.to_owned()));
-    f.insert("mode".into(), Value::Integer(0o644));
-    files.push(Value::Table(f));
     let mut iface = Table::new();
     iface.insert("name".into(), Value::String("eth0".into()));
     iface.insert(
@@ -1526,15 +1511,8 @@ mod tests {
     fn joining_host_parses() {
         let example = harness::workspace_root().join("examples/host.toml");
         let text = std::fs::read_to_string(&example).unwrap();
-        let joined = join_host(&text, Path::new("/k/ca.crt")).unwrap();
+        let joined = join_host(&text).unwrap();
         let cfg = rampart_config::parse(&joined, &example).unwrap();
-        let ca = cfg
-            .image
-            .files
-            .iter()
-            .find(|f| f.target == Path::new(CA_IN_IMAGE))
-            .unwrap();
-        assert_eq!(ca.source, Path::new("/k/ca.crt"));
         assert!(cfg
             .kernel
             .modules
@@ -1542,10 +1520,7 @@ mod tests {
             .any(|m| m.as_str() == "virtio_net"));
         assert_eq!(cfg.firewall.rules.len(), 2, "{joined}");
         assert!(joined.contains("10.0.2.15/24"), "{joined}");
-        assert_eq!(
-            kubelet_args()[0],
-            "--client-ca-file=/etc/kubernetes/pki/ca.crt"
-        );
+        assert_eq!(kubelet_args(), ["--node-ip=10.0.2.15"]);
     }
 
     #[test]

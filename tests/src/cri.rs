@@ -12,13 +12,14 @@
 //! to create `/var/lib/cni`), [`results`] reads the guest's `CRI-TEST` lines.
 
 pub mod api;
+pub mod bench;
 pub mod grpc;
 pub mod hpack;
 pub mod proto;
 pub mod scenario;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::containerd::{self as ctd, ServiceTable};
 use crate::harness::{Env, HarnessError};
@@ -103,6 +104,66 @@ pub fn host_for_cri(
     ))
 }
 
+/// Where the pod benchmark's image carries an executable copy of the real runc.
+pub const PLAIN_RUNC_IN_IMAGE: &str = "/usr/lib/rampart-test/runc-plain";
+/// The benchmark-only CRI runtime handler that runs [`PLAIN_RUNC_IN_IMAGE`].
+pub const PLAIN_HANDLER: &str = "plain";
+/// Where the pod benchmark's image carries its containerd config.
+pub const BENCH_CONTAINERD_CONFIG: &str = "/usr/lib/rampart-test/containerd-bench.toml";
+
+/// The containerd config `rampart-image` generates for the host `host_text`, plus the runtime
+/// handler [`PLAIN_HANDLER`]: the same runc v2 shim with `BinaryName` [`PLAIN_RUNC_IN_IMAGE`],
+/// so its pods bypass rampart-runc. For the pod benchmark only: a real host has no such
+/// handler (and no executable runc).
+pub fn bench_containerd_config(host_text: &str, origin: &Path) -> Result<String, HarnessError> {
+    let cfg = rampart_config::parse(host_text, origin).map_err(|e| HarnessError::Example {
+        path: origin.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mut text = rampart_image::containerd::config_toml(&cfg.containerd);
+    text.push_str(&format!(
+        "  # The pod benchmark's plain runc (tests/tests/cri.rs), not rampart-runc.\n\
+         \x20 [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{PLAIN_HANDLER}]\n\
+         \x20   runtime_type = \"io.containerd.runc.v2\"\n\
+         \x20 [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{PLAIN_HANDLER}.options]\n\
+         \x20   BinaryName = \"{PLAIN_RUNC_IN_IMAGE}\"\n\
+         \x20   SystemdCgroup = false\n"
+    ));
+    Ok(text)
+}
+
+/// `host_text` with the containerd service started on the config at `config` (a path in the
+/// image) instead of the generated one.
+pub fn with_containerd_config(host_text: &str, config: &str) -> Result<String, HarnessError> {
+    use toml::Value;
+    let bad = |reason: &str| HarnessError::Example {
+        path: PathBuf::from("(generated host file)"),
+        reason: reason.to_owned(),
+    };
+    let mut doc: toml::Table = host_text
+        .parse()
+        .map_err(|e: toml::de::Error| bad(&e.to_string()))?;
+    let exec = doc
+        .get_mut("service")
+        .and_then(Value::as_array_mut)
+        .and_then(|s| {
+            s.iter_mut()
+                .find(|t| t.get("name").and_then(Value::as_str) == Some("containerd"))
+        })
+        .and_then(|t| t.get_mut("exec"))
+        .and_then(Value::as_array_mut)
+        .ok_or_else(|| bad("no [[service]] named containerd with an exec list"))?;
+    let at = exec
+        .iter()
+        .position(|a| a.as_str() == Some("--config"))
+        .ok_or_else(|| bad("containerd's exec has no --config"))?;
+    let slot = exec
+        .get_mut(at + 1)
+        .ok_or_else(|| bad("containerd's --config has no value"))?;
+    *slot = Value::String(config.to_owned());
+    toml::to_string(&doc).map_err(|e| bad(&e.to_string()))
+}
+
 /// The `KEY=VALUE` pairs of the console's `CRI-TEST` lines (a service's lines are prefixed with
 /// its name), the last value winning.
 pub fn results(console: &str) -> BTreeMap<String, String> {
@@ -117,6 +178,75 @@ pub fn results(console: &str) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn containerd_config_moves() {
+        let host = "[[service]]\nname = \"x\"\nexec = [\"/x\"]\n\n\
+                    [[service]]\nname = \"containerd\"\n\
+                    exec = [\"/usr/bin/containerd\", \"--config\", \"/etc/containerd/config.toml\"]\n";
+        let out: toml::Table = with_containerd_config(host, BENCH_CONTAINERD_CONFIG)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let exec = out["service"].as_array().unwrap()[1]["exec"].clone();
+        assert_eq!(
+            exec,
+            toml::Value::Array(
+                ["/usr/bin/containerd", "--config", BENCH_CONTAINERD_CONFIG]
+                    .map(toml::Value::from)
+                    .to_vec()
+            )
+        );
+        // (host text, what the error says)
+        let bad = [
+            (
+                "[[service]]\nname = \"x\"\nexec = [\"/x\"]\n",
+                "no [[service]] named containerd",
+            ),
+            (
+                "[[service]]\nname = \"containerd\"\nexec = [\"/c\"]\n",
+                "no --config",
+            ),
+            (
+                "[[service]]\nname = \"containerd\"\nexec = [\"/c\", \"--config\"]\n",
+                "no value",
+            ),
+            ("not toml", "expected"),
+        ];
+        for (text, want) in bad {
+            let e = with_containerd_config(text, "/c.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn bench_config_has_both_handlers() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/host.toml");
+        let mut doc: toml::Table = std::fs::read_to_string(&example).unwrap().parse().unwrap();
+        doc["containerd"]
+            .as_table_mut()
+            .unwrap()
+            .insert("cri".into(), toml::Value::Boolean(true));
+        let text = bench_containerd_config(&toml::to_string(&doc).unwrap(), &example).unwrap();
+        let c: toml::Table = text.parse().unwrap();
+        let runtimes = &c["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"];
+        assert_eq!(
+            runtimes["runc"]["options"]["BinaryName"].as_str(),
+            Some(rampart_image::containerd::RUNC_WRAPPER_PATH)
+        );
+        assert_eq!(
+            runtimes[PLAIN_HANDLER]["options"]["BinaryName"].as_str(),
+            Some(PLAIN_RUNC_IN_IMAGE)
+        );
+        assert_eq!(
+            c["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["default_runtime_name"]
+                .as_str(),
+            Some("runc")
+        );
+        assert!(bench_containerd_config("[bogus]\n", &example).is_err());
+    }
 
     #[test]
     fn result_lines() {

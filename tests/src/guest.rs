@@ -291,9 +291,42 @@ pub fn say(prefix: &str, key: &str, value: &str) {
     let _ = out.flush();
 }
 
+/// The `--flag value` pairs of an in-guest program's options, in order (every option takes a
+/// value); a flag without one is an error naming it.
+pub fn flag_pairs(args: &[String]) -> Result<Vec<(&str, &str)>, String> {
+    args.chunks(2)
+        .map(|pair| match pair {
+            [flag, value] => Ok((flag.as_str(), value.as_str())),
+            [flag] => Err(format!("{flag} needs a value")),
+            _ => Err("no option".to_owned()),
+        })
+        .collect()
+}
+
+/// A whole number of seconds given to `flag`.
+pub fn seconds(flag: &str, value: &str) -> Result<Duration, String> {
+    value
+        .parse()
+        .map(Duration::from_secs)
+        .map_err(|_| format!("{flag} {value}: not a number of seconds"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn option_pairs() {
+        let args = |v: &[&str]| -> Vec<String> { v.iter().map(|s| (*s).to_owned()).collect() };
+        let a = args(&["--a", "1", "--b", "x y"]);
+        assert_eq!(flag_pairs(&a).unwrap(), [("--a", "1"), ("--b", "x y")]);
+        assert_eq!(flag_pairs(&[]).unwrap(), []);
+        let e = flag_pairs(&args(&["--a", "1", "--b"])).unwrap_err();
+        assert_eq!(e, "--b needs a value");
+        assert_eq!(seconds("--wait", "5"), Ok(Duration::from_secs(5)));
+        let e = seconds("--wait", "-1").unwrap_err();
+        assert_eq!(e, "--wait -1: not a number of seconds");
+    }
 
     #[test]
     fn sysctls_read_back_normalized_and_missing() {

@@ -68,6 +68,8 @@ pub struct KubeletHost {
     pub after: Vec<String>,
     /// A kubeconfig (`[kubelet] kubeconfig`): kubelet joins that control plane.
     pub kubeconfig: Option<PathBuf>,
+    /// The CA of the clients kubelet accepts (`[kubelet] client_ca`).
+    pub client_ca: Option<PathBuf>,
     /// Extra kubelet flags (`[kubelet] args`).
     pub args: Vec<String>,
 }
@@ -100,6 +102,9 @@ pub fn host_for_kubelet(env: &Env, k: &KubeletHost) -> Result<String, HarnessErr
     t.insert("after".into(), strings(&k.after));
     if let Some(kc) = &k.kubeconfig {
         t.insert("kubeconfig".into(), path(kc));
+    }
+    if let Some(ca) = &k.client_ca {
+        t.insert("client_ca".into(), path(ca));
     }
     t.insert("args".into(), strings(&k.args));
     doc.insert("kubelet".into(), Value::Table(t));
@@ -248,22 +253,12 @@ impl GuestOptions {
             container: MAIN_CONTAINER.to_owned(),
             wait: Duration::from_secs(300),
         };
-        let mut it = args.iter();
-        while let Some(flag) = it.next() {
-            let value = it
-                .next()
-                .ok_or_else(|| format!("{flag} needs a value"))?
-                .clone();
-            match flag.as_str() {
+        for (flag, value) in crate::guest::flag_pairs(args)? {
+            match flag {
                 "--socket" => o.socket = PathBuf::from(value),
-                "--pod" => o.pod = value,
-                "--container" => o.container = value,
-                "--wait" => {
-                    let secs: u64 = value
-                        .parse()
-                        .map_err(|_| format!("--wait {value}: not a number of seconds"))?;
-                    o.wait = Duration::from_secs(secs);
-                }
+                "--pod" => o.pod = value.to_owned(),
+                "--container" => o.container = value.to_owned(),
+                "--wait" => o.wait = crate::guest::seconds(flag, value)?,
                 other => return Err(format!("unknown option {other}")),
             }
         }

@@ -87,6 +87,15 @@ if [ -s {modules} ]; then
 fi",
         modules = rampart_config::IMAGE_MODULES_PATH
     );
+    let _ = writeln!(
+        s,
+        "# AppArmor: the image's compiled profiles, each in one write
+aa=/sys/kernel/security/apparmor
+if [ -d {dir} ] && [ -e $aa/.replace ]; then
+  for f in {dir}/*.bin; do $bb dd if=\"$f\" of=$aa/.replace bs=16M 2>/dev/null; done
+fi",
+        dir = rampart_config::hardening::IMAGE_APPARMOR_DIR
+    );
     let _ = writeln!(s, "# sysctls (a key this kernel lacks is skipped)");
     let _ = writeln!(
         s,
@@ -107,27 +116,48 @@ $bb hostname {}
 # services",
         quote(&cfg.host.hostname)
     );
+    let _ = writeln!(s, "ends=");
     for svc in &cfg.services {
         let name = svc.name.as_str();
         let argv: Vec<String> = svc.exec.iter().map(|a| quote(a)).collect();
-        let env: Vec<String> = svc
+        let mut env: Vec<String> = svc
             .env
             .iter()
             .map(|(k, v)| quote(&format!("{k}={v}")))
             .collect();
+        // rampart-init's default, which ctr and containerd need to find runc and the shim.
+        if !svc.env.contains_key("PATH") {
+            env.push(quote(&format!(
+                "PATH={}",
+                rampart_init::supervisor::DEFAULT_PATH
+            )));
+        }
+        // The service's AppArmor profile, for its next exec (a name the profile loader
+        // accepts has no character the shell would need quoted).
+        let profile = svc
+            .apparmor_profile
+            .as_deref()
+            .filter(|p| {
+                p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            })
+            .map(|p| format!("echo exec {p} > /proc/self/attr/apparmor/exec && "))
+            .unwrap_or_default();
         let _ = writeln!(
             s,
             "$bb mkdir -p $cg/services/{name}
-$bb sh -c 'echo $$ > \"$0\" && exec \"$@\"' $cg/services/{name}/cgroup.procs $bb env -i {} {} &",
+$bb sh -c 'echo $$ > \"$0\" && {profile}exec \"$@\"' $cg/services/{name}/cgroup.procs $bb env -i {} {} &{ends}",
             env.join(" "),
-            argv.join(" ")
+            argv.join(" "),
+            // rampart-init powers off when a service with `on_exit` exits: wait for those.
+            ends = if svc.on_exit.is_some() { "\nends=\"$ends $!\"" } else { "" },
         );
     }
     let _ = writeln!(
         s,
         "read -r up idle < /proc/uptime
 echo \"{STARTED_PREFIX}${{up}}s\"
-wait
+wait $ends
 echo 'busybox-init: poweroff'
 $bb sync
 $bb poweroff -f"
@@ -154,7 +184,7 @@ mod tests {
 
     #[test]
     fn stage1_follows_the_plans() {
-        let text = "[host]\nhostname = \"bench\"\n\n[kernel.sysctl]\n\"kernel.yama.ptrace_scope\" = 3\n\n[[service]]\nname = \"hello\"\nexec = [\"/bin/busybox\", \"echo\", \"hi there\"]\non_exit = \"poweroff\"\n";
+        let text = "[host]\nhostname = \"bench\"\n\n[kernel.sysctl]\n\"kernel.yama.ptrace_scope\" = 3\n\n[[service]]\nname = \"hello\"\nexec = [\"/bin/busybox\", \"echo\", \"hi there\"]\non_exit = \"poweroff\"\napparmor_profile = \"rampart-containerd\"\n";
         let cfg = rampart_config::parse(text, std::path::Path::new("/x/host.toml")).unwrap();
         let s = stage1(&cfg);
         assert!(s.contains(
@@ -167,6 +197,20 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("$cg/services/hello/cgroup.procs"), "{s}");
+        assert!(s.contains("of=$aa/.replace bs=16M"), "{s}");
+        assert!(
+            s.contains("/bin/busybox echo 'hi there' &\nends=\"$ends $!\"\n"),
+            "{s}"
+        );
+        assert!(s.contains("\nwait $ends\n"), "{s}");
+        assert!(
+            s.contains("&& echo exec rampart-containerd > /proc/self/attr/apparmor/exec && exec"),
+            "{s}"
+        );
+        assert!(
+            s.contains("env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin /bin/busybox echo"),
+            "{s}"
+        );
         assert!(s.contains(STARTED_PREFIX));
         let mount_at = s.find("$bb mount -t proc").unwrap();
         let sysctl_at = s.find("w kernel/").unwrap();

@@ -221,10 +221,11 @@ fn cluster_tier3() {
         static_pods: Vec::new(),
         after: vec!["import".to_owned()],
         kubeconfig: Some(c.layout().node_kubeconfig()),
+        client_ca: Some(c.layout().ca()),
         args: cluster::kubelet_args(),
     };
     let text = kt::host_for_kubelet(env, &host).unwrap();
-    let text = cluster::join_host(&text, &c.layout().ca()).unwrap();
+    let text = cluster::join_host(&text).unwrap();
     let config = harness::write_host(&dir, &text).unwrap();
     let image = dir.join("image");
     let t = Instant::now();

@@ -16,11 +16,18 @@
 //!   rule (`host-network`, `privileged`, `host-paths`) named in the CRI error the client gets;
 //! - the modules `bridge` and `veth` are loaded, the firewall forwards the pod subnet and
 //!   `net.ipv4.ip_forward` is 1.
+//!
+//! A second boot, `cri_pod_benchmark` (ignored; `scripts/bench-cri.sh` runs it), measures a
+//! pod's start latency through rampart-runc against plain runc.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use rampart_tests::containerd::{self as ctd, PROBE_ARCHIVE_IN_IMAGE};
-use rampart_tests::cri::{self, CRI_IN_IMAGE, HOST_NETWORK_NAMESPACE, POD_SUBNET};
+use rampart_tests::cri::{
+    self, bench, BENCH_CONTAINERD_CONFIG, CRI_IN_IMAGE, HOST_NETWORK_NAMESPACE, PLAIN_HANDLER,
+    PLAIN_RUNC_IN_IMAGE, POD_SUBNET,
+};
 use rampart_tests::harness::{self, scratch, test_env as env};
 
 /// The guest side (busybox sh): import the probe image for CRI, run the client, then report
@@ -190,4 +197,148 @@ fn cri_tier1() {
         get("cni_run_ms"),
         get("total_ms"),
     );
+}
+
+/// One figure of a pod's [`bench::PodTimes`].
+type Pick = fn(&bench::PodTimes) -> u128;
+
+/// Rounds of the pod benchmark (one pod of each kind per round).
+const BENCH_RUNS: u32 = 8;
+/// A stand-in for the real runc that does nothing, for timing rampart-runc alone.
+const TRUE_IN_IMAGE: &str = "/usr/lib/rampart-test/true";
+
+/// The pod benchmark's guest script: import the probe for CRI, then `rampart-cri bench`.
+fn bench_script() -> String {
+    format!(
+        r#"
+B=/bin/busybox; C=/usr/bin/ctr
+say() {{ echo "CRI-TEST $*"; }}
+say ready_uptime=$($B cut -d' ' -f1 /proc/uptime)
+$C -n k8s.io image import {PROBE_ARCHIVE_IN_IMAGE} >/dev/null 2>&1; say probe_import=$?
+{CRI_IN_IMAGE} bench --image {image} --plain-handler {PLAIN_HANDLER} --runs {BENCH_RUNS} --wait 240
+say bench_exit=$?
+# One runc invocation's cost on each path: `runc --version`, 20 times each, in centiseconds.
+cs() {{ $B cut -d' ' -f1 /proc/uptime | $B tr -d .; }}
+for kind in wrapped:/usr/bin/runc plain:{PLAIN_RUNC_IN_IMAGE} shim_only:/usr/bin/runc; do
+  name=${{kind%%:*}}; bin=${{kind#*:}}
+  # shim_only: rampart-runc with a 20-byte `#!/bin/busybox true` as the real runc.
+  [ $name = shim_only ] && export RAMPART_REAL_RUNC={TRUE_IN_IMAGE}
+  t0=$(cs); i=0
+  while [ $i -lt 20 ]; do $bin --version >/dev/null 2>&1; i=$((i+1)); done
+  t1=$(cs); say version_${{name}}_cs=$((t1-t0))
+done
+"#,
+        image = ctd::PROBE_IMAGE,
+    )
+}
+
+/// A pod's start latency through rampart-runc against plain runc: one QEMU boot of the CRI
+/// host whose containerd also has the benchmark-only runtime handler `plain` (an executable
+/// copy of runc that only this image carries); `rampart-cri bench` runs one pod of each kind
+/// per round, interleaved. Prints `BENCH` lines; `scripts/bench-cri.sh` runs it.
+#[test]
+#[ignore = "a benchmark boot: scripts/bench-cri.sh"]
+fn cri_pod_benchmark() {
+    if !harness::qemu_or_skip("cri_pod_benchmark").unwrap() {
+        return;
+    }
+    let env = env();
+    let dir = scratch("cri-bench");
+    let archive = ctd::probe_archive(&env.bin_dir.join("rampart-probe"), &dir.join("oci")).unwrap();
+    let mut script = ctd::script_service("bench", &bench_script());
+    if let Some(list) = script
+        .get_mut("writable_paths")
+        .and_then(toml::Value::as_array_mut)
+    {
+        list.push("/var/log".into());
+    }
+    let bench_config = dir.join("containerd-bench.toml");
+    let true_script = dir.join("true");
+    std::fs::write(&true_script, "#!/bin/busybox true\n").unwrap();
+    let text = cri::host_for_cri(
+        env,
+        vec![script],
+        &[
+            (archive, PROBE_ARCHIVE_IN_IMAGE, 0o644),
+            (env.bin_dir.join("rampart-cri"), CRI_IN_IMAGE, 0o755),
+            (
+                PathBuf::from(rampart_image::containerd::HOST_RUNC),
+                PLAIN_RUNC_IN_IMAGE,
+                0o755,
+            ),
+            (bench_config.clone(), BENCH_CONTAINERD_CONFIG, 0o644),
+            (true_script, TRUE_IN_IMAGE, 0o400),
+        ],
+    )
+    .unwrap();
+    let text = cri::with_containerd_config(&text, BENCH_CONTAINERD_CONFIG).unwrap();
+    let config = harness::write_host(&dir, &text).unwrap();
+    std::fs::write(
+        &bench_config,
+        cri::bench_containerd_config(&text, &config).unwrap(),
+    )
+    .unwrap();
+    let image = dir.join("image");
+    let built = harness::build(env, &config, &image).unwrap();
+    assert!(built.status.success(), "{}", built.combined());
+    let boot = ctd::boot(env, &image, "cri-bench").unwrap();
+    let console = boot.console();
+    let r = cri::results(&console);
+    let get = |k: &str| r.get(k).map_or("", String::as_str);
+    assert_eq!(get("done"), "1", "{}", boot.tail(80));
+    assert_eq!(get("probe_import"), "0", "{}", boot.tail(80));
+    assert_eq!(get("failures"), "0", "{r:?}\n{}", boot.tail(80));
+    let series = |kind: &str| -> Vec<bench::PodTimes> {
+        (1..=BENCH_RUNS)
+            .filter_map(|i| bench::parse_value(get(&format!("{kind}_{i}"))))
+            .collect()
+    };
+    let (w, p) = (series("wrapped"), series("plain"));
+    assert_eq!(w.len(), BENCH_RUNS as usize, "{r:?}");
+    assert_eq!(p.len(), BENCH_RUNS as usize, "{r:?}");
+    let secs = |v: &[bench::PodTimes], f: Pick| -> Vec<f64> {
+        v.iter().map(|t| f(t) as f64 / 1000.0).collect()
+    };
+    println!(
+        "BENCH containerd ready (bench service started) at {}s",
+        get("ready_uptime")
+    );
+    println!(
+        "BENCH warm-up: wrapped {}, plain {}",
+        get("wrapped_warm"),
+        get("plain_warm")
+    );
+    let per_call = |name: &str| {
+        get(&format!("version_{name}_cs"))
+            .parse::<f64>()
+            .map_or_else(
+                |_| "?".to_owned(),
+                |cs| format!("{:.0} ms", cs * 10.0 / 20.0),
+            )
+    };
+    println!(
+        "BENCH one `runc --version`: via rampart-runc {}, plain runc {}, rampart-runc with a no-op real runc {}",
+        per_call("wrapped"),
+        per_call("plain"),
+        per_call("shim_only")
+    );
+    let figures: [(&str, Pick); 3] = [
+        (
+            "RunPodSandbox to StartContainer returned (pod start)",
+            |t| t.started,
+        ),
+        ("RunPodSandbox to container exited", |t| t.exited),
+        (
+            "RunPodSandbox to RemovePodSandbox returned (whole pod)",
+            |t| t.removed,
+        ),
+    ];
+    for (what, f) in figures {
+        let (ws, ps) = (secs(&w, f), secs(&p, f));
+        let (mw, mp) = (ctd::median(&ws), ctd::median(&ps));
+        println!("BENCH {what}:");
+        println!("BENCH   via rampart-runc: {ws:?} median {mw:.2}s");
+        println!("BENCH   via plain runc:   {ps:?} median {mp:.2}s");
+        println!("BENCH   ratio rampart-runc / plain runc: {:.3}", mw / mp);
+    }
 }

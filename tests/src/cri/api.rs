@@ -67,6 +67,8 @@ pub struct Pod {
     pub log_directory: String,
     /// Its cgroup parent (cgroupfs path).
     pub cgroup_parent: String,
+    /// The CRI runtime handler (containerd's runtime name); empty for the default.
+    pub runtime_handler: String,
 }
 
 /// A container to create in a pod.
@@ -297,7 +299,9 @@ impl Cri {
     /// `RunPodSandbox`: the sandbox id.
     pub fn run_pod_sandbox(&self, pod: &Pod) -> Result<String, CriError> {
         let mut w = Writer::new();
-        w.bytes(1, &pod_sandbox_config(pod));
+        // RunPodSandboxRequest: config 1, runtime_handler 2 (left out when empty).
+        w.bytes(1, &pod_sandbox_config(pod))
+            .string(2, &pod.runtime_handler);
         let bytes = self.call(RUNTIME_V1, "RunPodSandbox", &w.finish())?;
         Ok(Self::decode("RunPodSandbox", &bytes)?.string(1))
     }
@@ -430,6 +434,7 @@ mod tests {
             privileged: true,
             log_directory: "/var/log/pods/shop_web_u-1".into(),
             cgroup_parent: "/kubepods/podu-1".into(),
+            runtime_handler: String::new(),
         };
         let bytes = pod_sandbox_config(&pod);
         let m = Message::parse(&bytes).unwrap();

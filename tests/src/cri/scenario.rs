@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::api::{
-    container_state_name, ContainerSpec, Cri, CriError, Pod, RUNTIME_V1, RUNTIME_V1ALPHA2,
+    container_state_name, ContainerSpec, Cri, CriError, Pod, Version, RUNTIME_V1, RUNTIME_V1ALPHA2,
 };
 
 /// The prefix of every result line.
@@ -67,29 +67,26 @@ impl Options {
     /// --host-network-namespace NS --namespace NS --wait SECS` (each optional).
     pub fn parse(args: &[String]) -> Result<Self, String> {
         let mut o = Self::default();
-        let mut it = args.iter();
-        while let Some(flag) = it.next() {
-            let value = it
-                .next()
-                .ok_or_else(|| format!("{flag} needs a value"))?
-                .clone();
-            match flag.as_str() {
-                "--socket" => o.socket = PathBuf::from(value),
-                "--image" => o.image = value,
-                "--pause-image" => o.pause_image = value,
-                "--pod-subnet" => o.pod_subnet = value,
-                "--host-network-namespace" => o.host_network_namespace = value,
-                "--namespace" => o.plain_namespace = value,
-                "--wait" => {
-                    let secs: u64 = value
-                        .parse()
-                        .map_err(|_| format!("--wait {value}: not a number of seconds"))?;
-                    o.wait = Duration::from_secs(secs);
-                }
-                other => return Err(format!("unknown option {other}")),
-            }
+        for (flag, value) in crate::guest::flag_pairs(args)? {
+            o.set(flag, value)?;
         }
         Ok(o)
+    }
+
+    /// Sets the option `flag` to `value`.
+    pub fn set(&mut self, flag: &str, value: &str) -> Result<(), String> {
+        let v = value.to_owned();
+        match flag {
+            "--socket" => self.socket = PathBuf::from(v),
+            "--image" => self.image = v,
+            "--pause-image" => self.pause_image = v,
+            "--pod-subnet" => self.pod_subnet = v,
+            "--host-network-namespace" => self.host_network_namespace = v,
+            "--namespace" => self.plain_namespace = v,
+            "--wait" => self.wait = crate::guest::seconds(flag, value)?,
+            other => return Err(format!("unknown option {other}")),
+        }
+        Ok(())
     }
 }
 
@@ -98,7 +95,8 @@ pub fn line(key: &str, value: &str) -> String {
     crate::guest::result_line(LINE_PREFIX, key, value)
 }
 
-fn say(key: &str, value: impl AsRef<str>) {
+/// Prints one result line.
+pub fn say(key: &str, value: impl AsRef<str>) {
     crate::guest::say(LINE_PREFIX, key, value.as_ref());
 }
 
@@ -147,6 +145,35 @@ pub fn in_subnet(ip: &str, subnet: &str) -> bool {
     }
     let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
     u32::from(ip) & mask == u32::from(net) & mask
+}
+
+/// CRI v1 `Version`, asked every 500 ms until the runtime answers or `wait` has passed (the
+/// last error then).
+pub fn wait_for_runtime(cri: &Cri, wait: Duration) -> Result<Version, CriError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match cri.version(RUNTIME_V1) {
+            Ok(v) => return Ok(v),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(500)),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `ImageStatus` of `image`, asked every 500 ms until the runtime has it (its id) or `wait`
+/// has passed.
+pub fn wait_for_image(cri: &Cri, image: &str, wait: Duration) -> Result<String, String> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match cri.image_status(image) {
+            Ok(Some(id)) => return Ok(id),
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Ok(None) => return Err(format!("{image} was never imported")),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
 }
 
 /// At which call an attempt to run a container stopped.
@@ -212,6 +239,7 @@ impl Run<'_> {
             privileged,
             log_directory: format!("{POD_LOG_ROOT}/{namespace}_{label}_{uid}"),
             cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
+            runtime_handler: String::new(),
         }
     }
 
@@ -360,27 +388,12 @@ impl Run<'_> {
 
     fn images(&mut self) {
         let t = Instant::now();
-        let deadline = t + self.o.wait;
-        loop {
-            match self.cri.image_status(&self.o.pause_image) {
-                Ok(Some(id)) => {
-                    say("pause_image", id);
-                    say("pause_wait_ms", t.elapsed().as_millis().to_string());
-                    break;
-                }
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-                Ok(None) => {
-                    let what = format!("{} was never imported", self.o.pause_image);
-                    self.fail("pause_image", what);
-                    break;
-                }
-                Err(e) => {
-                    self.fail("pause_image", e.to_string());
-                    break;
-                }
+        match wait_for_image(&self.cri, &self.o.pause_image, self.o.wait) {
+            Ok(id) => {
+                say("pause_image", id);
+                say("pause_wait_ms", t.elapsed().as_millis().to_string());
             }
+            Err(e) => self.fail("pause_image", e),
         }
         match self.cri.image_status(&self.o.image) {
             Ok(Some(id)) => say("probe_image", id),
@@ -390,22 +403,15 @@ impl Run<'_> {
     }
 
     fn version(&mut self) -> bool {
-        let deadline = Instant::now() + self.o.wait;
-        loop {
-            match self.cri.version(RUNTIME_V1) {
-                Ok(v) => {
-                    say("version_runtime", &v.runtime_name);
-                    say("version_runtime_version", &v.runtime_version);
-                    say("version_api", &v.runtime_api_version);
-                    break;
-                }
-                Err(_) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-                Err(e) => {
-                    self.fail("version_runtime", e.to_string());
-                    return false;
-                }
+        match wait_for_runtime(&self.cri, self.o.wait) {
+            Ok(v) => {
+                say("version_runtime", &v.runtime_name);
+                say("version_runtime_version", &v.runtime_version);
+                say("version_api", &v.runtime_api_version);
+            }
+            Err(e) => {
+                self.fail("version_runtime", e.to_string());
+                return false;
             }
         }
         match self.cri.version(RUNTIME_V1ALPHA2) {
