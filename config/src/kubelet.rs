@@ -9,7 +9,10 @@
 //!   shared bind mount at start and mounts pod volumes), `CAP_SYSLOG` (its OOM watcher reads
 //!   `/dev/kmsg`, which `kernel.dmesg_restrict = 1` keeps from root without it). Nothing
 //!   else: pods are created by containerd through rampart-runc, not by kubelet.
-//! - **writable paths** ([`WRITABLE_PATHS`]): its root folder [`ROOT_DIR`], the pod logs
+//! - **writable paths** ([`WRITABLE_PATHS`], [`SHARED_PATHS`]): its root folder
+//!   [`ROOT_DIR`], which PID 1 makes a shared mount of the host at boot so that the pod volumes
+//!   kubelet mounts there (secret, configMap, downwardAPI, projected: tmpfs) reach
+//!   containerd's mount namespace, the pod logs
 //!   [`POD_LOG_DIR`] and their links [`CONTAINER_LOG_DIR`], and the cgroup tree (it creates
 //!   and sizes the pods' cgroups under [`CGROUP`]). PID 1 creates the folders before the
 //!   service starts ([`DIRECTORIES`]), and the cgroup [`CGROUP`] with the extra controllers
@@ -53,6 +56,11 @@ pub const CONFIG_FILE: &str = "/etc/kubernetes/kubelet.yaml";
 pub const STATIC_POD_DIR: &str = "/etc/kubernetes/manifests";
 /// Where `kubeconfig` goes in the image.
 pub const KUBECONFIG_FILE: &str = "/etc/kubernetes/kubelet.kubeconfig";
+/// The folder of the programs kubelet executes, first on its `PATH`: `mount` and `umount`
+/// (both `rampart-mount`, from beside `rampart-init`), which it runs to mount pod volumes.
+pub const TOOLS_DIR: &str = "/usr/libexec/rampart/kubelet";
+/// The program `rampart-image` installs under [`TOOLS_DIR`] as `mount` and `umount`.
+pub const MOUNT_TOOL: &str = "rampart-mount";
 /// Where `client_ca` goes in the image (`authentication.x509.clientCAFile`).
 pub const CLIENT_CA_FILE: &str = "/etc/kubernetes/pki/ca.crt";
 /// kubelet's root folder (`--root-dir`'s default): pods, volumes, plugins, its certificate.
@@ -93,10 +101,6 @@ pub const CAPABILITIES: &[(&str, &str)] = &[
 /// What the service may write, and why (the folders are created by PID 1 at boot).
 pub const WRITABLE_PATHS: &[(&str, &str)] = &[
     (
-        ROOT_DIR,
-        "pods, volumes, plugin sockets, its serving certificate",
-    ),
-    (
         POD_LOG_DIR,
         "one folder per pod, where containerd writes the logs",
     ),
@@ -106,6 +110,12 @@ pub const WRITABLE_PATHS: &[(&str, &str)] = &[
         "the pods' cgroups under /sys/fs/cgroup/kubepods and their limits",
     ),
 ];
+/// The folders PID 1 makes shared mounts of the host before the services start, and why
+/// (the service's `shared_paths`: writable, and its mounts beneath them propagate).
+pub const SHARED_PATHS: &[(&str, &str)] = &[(
+    ROOT_DIR,
+    "pods, volumes (the tmpfs of secret, configMap, downwardAPI and projected volumes must reach containerd's mount namespace), plugin sockets, its serving certificate",
+)];
 /// The folders PID 1 creates before the services start, with their modes.
 pub const DIRECTORIES: &[(&str, u32)] = &[
     (ROOT_DIR, 0o750),
@@ -281,6 +291,16 @@ pub fn directories(cfg: &HostConfig) -> &'static [(&'static str, u32)] {
     }
 }
 
+/// The folders PID 1 makes shared mounts for kubelet before the services start (none
+/// without it).
+pub fn shared_paths(cfg: &HostConfig) -> &'static [(&'static str, &'static str)] {
+    if cfg.kubelet.enable {
+        SHARED_PATHS
+    } else {
+        &[]
+    }
+}
+
 /// Adds [`KERNEL_DEFAULTS`] to the sysctls (each one the file does not set; validation
 /// refused a different value) when kubelet runs.
 pub fn merge_kernel_defaults(k: &Kubelet, kernel: &mut Kernel) {
@@ -331,9 +351,15 @@ pub fn kubelet_services(cfg: &HostConfig) -> Vec<Service> {
         .iter()
         .map(|(p, _)| PathBuf::from(p))
         .collect();
+    s.shared_paths = SHARED_PATHS.iter().map(|(p, _)| PathBuf::from(p)).collect();
     // The default profile refuses mount(2).
     s.seccomp = None;
     s.oom_score_adj = Some(-999);
+    // `mount` and `umount` for the pod volumes come first.
+    s.env.insert(
+        "PATH".to_owned(),
+        format!("{TOOLS_DIR}:/usr/sbin:/usr/bin:/sbin:/bin"),
+    );
     s.limits.memory_max = Some(k.memory_max);
     s.limits.pids_max = Some(PIDS_MAX);
     vec![s]
@@ -652,13 +678,10 @@ mod tests {
             .collect();
         assert_eq!(
             paths,
-            [
-                "/var/lib/kubelet",
-                "/var/log/pods",
-                "/var/log/containers",
-                "/sys/fs/cgroup"
-            ]
+            ["/var/log/pods", "/var/log/containers", "/sys/fs/cgroup"]
         );
+        assert_eq!(s.shared_paths, [PathBuf::from("/var/lib/kubelet")]);
+        assert_eq!(shared_paths(&c), SHARED_PATHS);
         assert_eq!(s.oom_score_adj, Some(-999));
         assert_eq!(s.restart, Restart::Always);
         assert_eq!(
@@ -670,7 +693,8 @@ mod tests {
         assert_eq!(service_binaries(&c), [PathBuf::from(BINARY)]);
         // Every folder PID 1 creates is one the service may write.
         for (d, _) in directories(&c) {
-            assert!(s.writable_paths.iter().any(|p| p == Path::new(d)), "{d}");
+            let mut writable = s.writable_paths.iter().chain(&s.shared_paths);
+            assert!(writable.any(|p| p == Path::new(d)), "{d}");
         }
         let files: Vec<(String, String, Option<u32>)> = k
             .image_files()

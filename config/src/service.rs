@@ -271,6 +271,12 @@ pub struct Service {
     pub read_only_root: bool,
     /// Paths bind-mounted writable in its mount namespace.
     pub writable_paths: Vec<PathBuf>,
+    /// Folders PID 1 made shared mounts of the host before the services started. In the
+    /// service's mount namespace they stay peers of the host's (the namespace is not made a
+    /// slave) and writable, so what the service mounts beneath them reaches the host and every
+    /// other service's namespace: kubelet's pod volumes, which containerd must see. Set by
+    /// rampart (`[kubelet]`), not by the host file.
+    pub shared_paths: Vec<PathBuf>,
     /// The seccomp filter.
     pub seccomp: Option<SeccompProfile>,
     /// The Landlock ruleset.
@@ -306,6 +312,7 @@ impl Service {
             namespaces: vec![Namespace::Mount],
             read_only_root: true,
             writable_paths: Vec::new(),
+            shared_paths: Vec::new(),
             seccomp: None,
             landlock: None,
             oom_score_adj: None,

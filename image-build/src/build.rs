@@ -268,7 +268,7 @@ pub fn resolve_inputs(
     let files = crate::network::image_files(cfg, &cfg.image.files, &init);
     let files = crate::containerd::image_files(cfg, &files, &init);
     let files = crate::cri::image_files(cfg, &files);
-    let files = crate::kubelet::image_files(cfg, &files);
+    let files = crate::kubelet::image_files(cfg, &files, &init);
     let files = crate::oci::image_files(cfg, &files, &init);
     let files = crate::operate::image_files(cfg, &files, &init);
     host_binaries.retain(|(_, b)| !files.iter().any(|f| f.target == *b));

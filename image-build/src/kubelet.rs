@@ -11,11 +11,11 @@
 //!   all (every request to its API is refused) on loopback only;
 //! - the folder [`STATIC_POD_DIR`], even without manifests.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rampart_config::kubelet::{
-    Kubelet, BINARY, CGROUP, CLIENT_CA_FILE, CONFIG_FILE, KUBECONFIG_FILE, STATIC_POD_DIR,
-    VOLUME_PLUGIN_DIR,
+    Kubelet, BINARY, CGROUP, CLIENT_CA_FILE, CONFIG_FILE, KUBECONFIG_FILE, MOUNT_TOOL,
+    STATIC_POD_DIR, TOOLS_DIR, VOLUME_PLUGIN_DIR,
 };
 use rampart_config::{HostConfig, ImageFile};
 
@@ -70,11 +70,25 @@ pub fn config_yaml(k: &Kubelet) -> String {
     )
 }
 
-/// `files` plus, with `[kubelet]`, its binary, manifests and kubeconfig (config validation
-/// refused `[[image.files]]` entries for the same targets).
-pub fn image_files(cfg: &HostConfig, files: &[ImageFile]) -> Vec<ImageFile> {
+/// `files` plus, with `[kubelet]`, its binary, manifests, kubeconfig and client CA (config
+/// validation refused `[[image.files]]` entries for the same targets), and `rampart-mount`
+/// (from beside `init`, the init binary) as `mount` and `umount` in [`TOOLS_DIR`].
+pub fn image_files(cfg: &HostConfig, files: &[ImageFile], init: &Path) -> Vec<ImageFile> {
     let mut out = files.to_vec();
+    if !cfg.kubelet.enable {
+        return out;
+    }
     out.extend(cfg.kubelet.image_files());
+    let tool = init
+        .parent()
+        .map_or_else(|| PathBuf::from(MOUNT_TOOL), |d| d.join(MOUNT_TOOL));
+    for name in ["mount", "umount"] {
+        out.push(ImageFile {
+            source: tool.clone(),
+            target: Path::new(TOOLS_DIR).join(name),
+            mode: Some(0o755),
+        });
+    }
     out
 }
 
@@ -212,7 +226,8 @@ mod tests {
             target: PathBuf::from("/usr/bin/x"),
             mode: None,
         };
-        let files = image_files(&c, std::slice::from_ref(&mine));
+        let init = Path::new("/build/release/rampart-init");
+        let files = image_files(&c, std::slice::from_ref(&mine), init);
         let targets: Vec<String> = files
             .iter()
             .map(|f| f.target.display().to_string())
@@ -222,10 +237,14 @@ mod tests {
             [
                 "/usr/bin/x",
                 "/usr/bin/kubelet",
-                "/etc/kubernetes/manifests/web.yaml"
+                "/etc/kubernetes/manifests/web.yaml",
+                "/usr/libexec/rampart/kubelet/mount",
+                "/usr/libexec/rampart/kubelet/umount",
             ]
         );
         assert_eq!(files[2].source, dir.path().join("web.yaml"));
+        assert_eq!(files[3].source, Path::new("/build/release/rampart-mount"));
+        assert_eq!(files[4].source, files[3].source);
         let mut a = Archive::new();
         add_to_archive(&mut a, &host).unwrap();
         assert!(a.get(Path::new(STATIC_POD_DIR)).is_some());
@@ -237,6 +256,6 @@ mod tests {
         add_to_archive(&mut a, &host).unwrap();
         assert!(a.is_empty());
         let c = rampart_config::load(&host).unwrap();
-        assert!(image_files(&c, &[]).is_empty());
+        assert!(image_files(&c, &[], init).is_empty());
     }
 }

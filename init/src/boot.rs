@@ -23,7 +23,7 @@
 //! | `firewall` | apply the nftables ruleset ([`crate::firewall`]), write `/run/rampart/firewall.nft` |
 //! | `network` | loopback, links, addresses, routes, `/etc/hosts`, `/etc/resolv.conf` ([`crate::network`]); never fatal |
 //! | `cgroups` | enable controllers, move PID 1 into a leaf ([`crate::cgroup`]) |
-//! | `service-cgroups` | create one cgroup per service |
+//! | `service-cgroups` | create one cgroup per service; with `[kubelet]`, its folders and the shared mount of `/var/lib/kubelet` ([`crate::kubelet`]) |
 //! | `services` | serve the control socket ([`crate::control::server`]; never fatal), start every service, print `rampart-init: services started at <s>s` |
 //! | `audit` | the compliance self-check ([`crate::audit`]), print `rampart-init: audit: N passed, M failed` |
 //!
@@ -227,7 +227,7 @@ pub enum BootError {
     /// The cgroup setup failed.
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
-    /// Preparing kubelet's folders failed.
+    /// Preparing kubelet's folders or its shared mount failed.
     #[error(transparent)]
     Kubelet(#[from] crate::kubelet::KubeletError),
     /// Starting a service failed.
@@ -424,6 +424,7 @@ impl Boot {
                     cgroup::create_service_cgroup(Path::new(CGROUP_ROOT), service.name.as_str())?;
                 }
                 crate::kubelet::apply(&crate::kubelet::plan(self.cfg()?), Path::new(ROOT))?;
+                crate::kubelet::share(&crate::kubelet::shared_plan(self.cfg()?), Path::new(ROOT))?;
             }
             Step::Services => {
                 let plans = supervisor::plan(self.cfg()?, Path::new(CGROUP_ROOT));

@@ -1,9 +1,13 @@
 //! What PID 1 prepares for kubelet (`[kubelet]`, see `rampart_config::kubelet`) before the
 //! services start: the folders kubelet writes, which its mount namespace can only make
-//! writable if they exist ([`rampart_config::kubelet::DIRECTORIES`]). Its cgroup side
+//! writable if they exist ([`rampart_config::kubelet::DIRECTORIES`]), and its root folder as
+//! a shared mount of the host ([`rampart_config::kubelet::SHARED_PATHS`]): containerd's mount
+//! namespace, made a slave of the host's when it starts, then receives the volumes kubelet
+//! mounts there from its own namespace, where the folder stays a peer. Its cgroup side
 //! (`cpuset`, `hugetlb`, `kubepods`) is in [`crate::cgroup::plan_with`].
 //!
-//! [`plan`] is data; [`apply`] creates the folders under a root given as a parameter.
+//! [`plan`] and [`shared_plan`] are data; [`apply`] creates the folders and [`share`] makes the
+//! shared mounts, under a root given as a parameter.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -30,6 +34,22 @@ pub enum KubeletError {
         /// The error.
         source: std::io::Error,
     },
+    /// The bind mount of a shared folder onto itself failed.
+    #[error("bind mount {} onto itself: {source}", path.display())]
+    Bind {
+        /// The folder (under the root).
+        path: PathBuf,
+        /// The error.
+        source: nix::Error,
+    },
+    /// The bind mount could not be made shared.
+    #[error("make {} a shared mount: {source}", path.display())]
+    Share {
+        /// The folder (under the root).
+        path: PathBuf,
+        /// The error.
+        source: nix::Error,
+    },
     /// A folder's mode could not be set.
     #[error("chmod {mode:o} {}: {source}", path.display())]
     Chmod {
@@ -52,6 +72,51 @@ pub fn plan(cfg: &HostConfig) -> Vec<Directory> {
             mode: *mode,
         })
         .collect()
+}
+
+/// The folders to make shared mounts for `cfg` (none without kubelet).
+#[must_use]
+pub fn shared_plan(cfg: &HostConfig) -> Vec<PathBuf> {
+    rampart_config::kubelet::shared_paths(cfg)
+        .iter()
+        .map(|(p, _)| PathBuf::from(p))
+        .collect()
+}
+
+/// Makes every folder of `plan` under `root` (it exists: [`apply`] created it) a bind mount
+/// of itself, then a shared mount with a peer group of its own.
+///
+/// # Errors
+/// The first folder that cannot be bound or shared.
+pub fn share(plan: &[PathBuf], root: &Path) -> Result<(), KubeletError> {
+    use nix::mount::{mount, MsFlags};
+    for p in plan {
+        let path = root.join(p.strip_prefix("/").unwrap_or(p));
+        mount(
+            Some(&path),
+            &path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|source| KubeletError::Bind {
+            path: path.clone(),
+            source,
+        })?;
+        mount(
+            None::<&str>,
+            &path,
+            None::<&str>,
+            MsFlags::MS_SHARED,
+            None::<&str>,
+        )
+        .map_err(|source| KubeletError::Share {
+            path: path.clone(),
+            source,
+        })?;
+        tracing::info!(path = %path.display(), "shared mount for kubelet's volumes");
+    }
+    Ok(())
 }
 
 /// Creates every folder of `plan` under `root` (with its parents) and sets its mode.
@@ -122,6 +187,47 @@ mod tests {
         }
         // Again (a folder already there) is fine.
         apply(&p, dir.path()).unwrap();
+    }
+
+    #[test]
+    fn shared_root_folder_for_kubelet_only() {
+        assert!(shared_plan(&cfg("")).is_empty());
+        assert_eq!(
+            shared_plan(&cfg(KUBELET)),
+            [PathBuf::from("/var/lib/kubelet")]
+        );
+    }
+
+    /// As root, in a thread with a private mount namespace of its own: the folder becomes a
+    /// mount of its own, shared (`shared:N` in mountinfo); a missing folder is an error naming it.
+    #[test]
+    fn share_makes_a_shared_bind_mount() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped share_makes_a_shared_bind_mount: needs root (mount namespaces)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let (mountinfo, missing) = crate::mount::tests::in_private_mount_namespace(move || {
+            let p = plan(&cfg(KUBELET));
+            apply(&p, &root).unwrap();
+            share(&shared_plan(&cfg(KUBELET)), &root).unwrap();
+            let missing = share(&[PathBuf::from("/nope")], &root).unwrap_err();
+            (
+                std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap(),
+                missing.to_string(),
+            )
+        });
+        let target = dir.path().join("var/lib/kubelet");
+        let line = mountinfo
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some(target.to_str().unwrap()))
+            .unwrap_or_else(|| panic!("{} not mounted:\n{mountinfo}", target.display()));
+        assert!(line.contains(" shared:"), "{line}");
+        assert!(
+            missing.contains("nope") && missing.starts_with("bind mount"),
+            "{missing}"
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod event;
 pub mod firewall;
 pub mod kmod;
 pub mod kubelet;
+pub mod kubemount;
 pub mod log;
 pub mod logfwd;
 pub mod metrics;

@@ -517,7 +517,7 @@ pub fn unmount_all(plan: &[MountSpec], root: &Path) -> Vec<MountError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const SIZES: Sizes = Sizes {
@@ -735,7 +735,11 @@ mod tests {
     /// Runs `f` in a thread with its own private mount namespace. `unshare(CLONE_NEWNS)`
     /// implies `CLONE_FS`, which only affects the calling thread, so the test harness and the
     /// host are untouched; the namespace (and every mount in it) goes away with the thread.
-    fn in_private_mount_namespace<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    /// The thread's mounts are in `/proc/thread-self/mountinfo` (`/proc/self` is the main
+    /// thread's).
+    pub(crate) fn in_private_mount_namespace<T: Send + 'static>(
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
         std::thread::spawn(move || {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
             nix::mount::mount::<str, str, str, str>(

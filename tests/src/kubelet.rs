@@ -36,6 +36,11 @@ pub const PROBE_POD: &str = "probe";
 pub const PRIVILEGED_POD: &str = "privileged";
 /// The probe pod's init container.
 pub const STATUS_CONTAINER: &str = "status";
+/// The probe pod's second init container: it prints the file [`VOLUME_FILE`] of the pod's
+/// downwardAPI volume (a tmpfs kubelet mounts, which must reach containerd's namespace).
+pub const VOLUME_CONTAINER: &str = "volume";
+/// The downwardAPI volume's file in the container: the pod's name.
+pub const VOLUME_FILE: &str = "/podinfo/name";
 /// The container of both pods that must run (probe) or never run (privileged).
 pub const MAIN_CONTAINER: &str = "probe";
 /// Guest memory for a kubelet image (MiB): the initramfs (about 230 MB) lives in RAM twice
@@ -115,13 +120,20 @@ pub fn host_for_kubelet(env: &Env, k: &KubeletHost) -> Result<String, HarnessErr
     ))
 }
 
-/// The probe pod's manifest: the probe image (never pulled), the init container
-/// [`STATUS_CONTAINER`] printing `/proc/self/status`, then [`MAIN_CONTAINER`] sleeping.
+/// The probe pod's manifest: the probe image (never pulled), the init containers
+/// [`STATUS_CONTAINER`] printing `/proc/self/status` and [`VOLUME_CONTAINER`] printing
+/// [`VOLUME_FILE`] from a downwardAPI volume, then [`MAIN_CONTAINER`] sleeping.
 pub fn probe_manifest() -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {PROBE_POD}\n  namespace: {NAMESPACE}\n\
-         spec:\n  initContainers:\n  - name: {STATUS_CONTAINER}\n    image: {PROBE_IMAGE}\n\
-         \x20   imagePullPolicy: Never\n    args: [\"status\"]\n  containers:\n\
+         spec:\n  volumes:\n  - name: podinfo\n    downwardAPI:\n      items:\n\
+         \x20     - path: name\n        fieldRef:\n          fieldPath: metadata.name\n\
+         \x20 initContainers:\n  - name: {STATUS_CONTAINER}\n    image: {PROBE_IMAGE}\n\
+         \x20   imagePullPolicy: Never\n    args: [\"status\"]\n\
+         \x20 - name: {VOLUME_CONTAINER}\n    image: {PROBE_IMAGE}\n\
+         \x20   imagePullPolicy: Never\n    args: [\"cat\", \"{VOLUME_FILE}\"]\n\
+         \x20   volumeMounts:\n    - name: podinfo\n      mountPath: /podinfo\n      readOnly: true\n\
+         \x20 containers:\n\
          \x20 - name: {MAIN_CONTAINER}\n    image: {PROBE_IMAGE}\n    imagePullPolicy: Never\n\
          \x20   args: [\"sleep\", \"3600\"]\n"
     )

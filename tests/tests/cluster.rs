@@ -12,7 +12,9 @@
 //!   get nodes` shows `rampart` Ready with its InternalIP, kubelet and containerd versions; a
 //!   pod bound to it runs `rampart-probe status` to completion through runtime-shim, its log
 //!   (read back with `kubectl logs`: apiserver to kubelet through QEMU's forward) showing
-//!   `Seccomp: 2` and `NoNewPrivs: 1`; a privileged pod bound to it is admitted by the
+//!   `Seccomp: 2` and `NoNewPrivs: 1`; a pod with a secret volume prints the secret (kubelet
+//!   mounts the volume's tmpfs in its own mount namespace, containerd sees it through the
+//!   shared mount of `/var/lib/kubelet`); a privileged pod bound to it is admitted by the
 //!   apiserver and refused by the node's container policy, the rule in the pod's status.
 //!
 //! Both need root (network namespaces), `ip`, `openssl` and the binaries of
@@ -147,6 +149,8 @@ fn control_plane() {
 
 /// The prefix of the guest script's result lines.
 const LINE: &str = "CLUSTER-TEST ";
+/// The value of the secret the secret-volume pod prints.
+const SECRET_WORD: &str = "rampart-secret-volume-ok";
 /// Where the import service says it is done (containerd's writable `/run/containerd`).
 const IMPORTED: &str = "/run/containerd/probe-imported";
 
@@ -330,6 +334,42 @@ fn cluster_tier3() {
         .unwrap_or_else(|| panic!("no probe status in the pod's log:\n{}", logs.combined()));
     assert_eq!(status["Seccomp"], "2", "{status}");
     assert_eq!(status["NoNewPrivs"], "1", "{status}");
+
+    // A secret volume: kubelet fetches the secret (the Node authorizer lets it, the pod being
+    // bound to it), mounts a tmpfs in its own mount namespace, and the container sees it
+    // through the shared mount PID 1 made of /var/lib/kubelet.
+    let secret = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": { "name": "probe-secret", "namespace": "default" },
+        "stringData": { "word": SECRET_WORD },
+    });
+    let created = c.create_with(&admin, "probe-secret", &secret).unwrap();
+    assert!(created.status.success(), "{}", created.combined());
+    let mut with_secret = cluster::probe_pod("secret", NODE_NAME, PROBE_IMAGE, PROBE_IN_CONTAINER);
+    with_secret["spec"]["volumes"] =
+        serde_json::json!([{ "name": "s", "secret": { "secretName": "probe-secret" } }]);
+    with_secret["spec"]["containers"][0]["command"] =
+        serde_json::json!([PROBE_IN_CONTAINER, "cat", "/secret/word"]);
+    with_secret["spec"]["containers"][0]["volumeMounts"] =
+        serde_json::json!([{ "name": "s", "mountPath": "/secret", "readOnly": true }]);
+    let created = c.create_with(&admin, "secret-pod", &with_secret).unwrap();
+    assert!(created.status.success(), "{}", created.combined());
+    let t = Instant::now();
+    let done = c
+        .wait_pod_phase("secret", &["Succeeded", "Failed"], Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e}\n{}", tail(&console(&guest), 60)));
+    let secret_secs = t.elapsed().as_secs_f64();
+    assert_eq!(cluster::pod_phase(&done), "Succeeded", "{}", done["status"]);
+    let logs = c
+        .kubectl_ok(&["logs", "secret"])
+        .unwrap_or_else(|e| panic!("kubectl logs secret: {e}"));
+    assert!(
+        logs.stdout.contains(&format!("\"text\":\"{SECRET_WORD}\"")),
+        "the secret volume did not reach the container:\n{}",
+        logs.combined()
+    );
+    eprintln!("cluster: secret pod created to Succeeded in {secret_secs:.1}s");
 
     // A privileged pod bound to the node: the apiserver admits it, rampart's policy refuses
     // its container, and kubelet reports the rule.

@@ -8,7 +8,10 @@
 //!   probe sleeping) reaches Running, as containerd's CRI says (`rampart-cri kubelet`:
 //!   `ListPodSandbox`, `ListContainers`); the init container's log under
 //!   `/var/log/pods/default_probe-rampart_<uid>/status/0.log` shows `Seccomp: 2` and
-//!   `NoNewPrivs: 1`, added by rampart-runc;
+//!   `NoNewPrivs: 1`, added by rampart-runc; a second init container prints the pod's name
+//!   from a downwardAPI volume: a tmpfs kubelet mounts in its own mount namespace, which
+//!   reaches containerd's (and so the container) through the shared mount PID 1 made of
+//!   `/var/lib/kubelet`;
 //! - the static pod `privileged` is refused: kubelet's log names rampart-runc's rule
 //!   (`privileged:`), the audit log has the refusal, and its container never runs;
 //! - `rampart status` shows kubelet running and ready (its pod resources socket is up);
@@ -25,7 +28,7 @@ use rampart_tests::cri::CRI_IN_IMAGE;
 use rampart_tests::harness::{self, scratch, test_env as env};
 use rampart_tests::kubelet::{
     self as kt, KubeletHost, KUBELET_IN_CACHE, MAIN_CONTAINER, NAMESPACE, PRIVILEGED_POD,
-    PROBE_POD, STATUS_CONTAINER,
+    PROBE_POD, STATUS_CONTAINER, VOLUME_CONTAINER,
 };
 
 /// The test service's name.
@@ -59,6 +62,7 @@ say refusals=$($B grep -c "{REFUSAL}privileged:" $L)
 say refusal=$($B grep -o "{REFUSAL}privileged: [^\"]*" $L | $B head -n 1)
 say audit_privileged=$($B grep '"rule":"privileged"' $A | $B grep '"action":"refused"' | $B grep -c '"pod":"{privileged}"')
 for f in /var/log/pods/{NAMESPACE}_{pod}_*/{STATUS_CONTAINER}/0.log; do say status_log_path=$f; say status_log=$($B grep -o 'RAMPART-PROBE .*' $f); done
+for f in /var/log/pods/{NAMESPACE}_{pod}_*/{VOLUME_CONTAINER}/0.log; do say volume_log=$($B grep -o 'RAMPART-PROBE .*' $f); done
 # The container runs before containerd has copied its first line to the log file.
 i=0
 while [ $i -lt 60 ] && ! $B cat /var/log/pods/{NAMESPACE}_{pod}_*/{MAIN_CONTAINER}/0.log 2>/dev/null | $B grep -q RAMPART-PROBE; do $B sleep 1; i=$((i+1)); done
@@ -203,6 +207,14 @@ fn kubelet_tier2() {
     .unwrap_or_else(|e| panic!("no probe status in the pod log ({e})\n{}", tail()));
     assert_eq!(status["status"]["Seccomp"], "2", "{status}");
     assert_eq!(status["status"]["NoNewPrivs"], "1", "{status}");
+    // The downwardAPI volume: a tmpfs kubelet mounted in its namespace, seen by the container.
+    let volume: serde_json::Value = serde_json::from_str(
+        get("volume_log")
+            .strip_prefix("RAMPART-PROBE ")
+            .unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("no volume line in the pod log ({e})\n{}", tail()));
+    assert_eq!(volume["cat"]["text"], pod, "{volume}");
     assert!(
         get("probe_log").contains("\"sleep\""),
         "{}",

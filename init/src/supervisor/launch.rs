@@ -47,6 +47,9 @@ pub enum MountOp {
     ReadOnlyRoot,
     /// Bind `path` onto itself recursively, then clear the read-only flag beneath it.
     Writable(PathBuf),
+    /// Clear the read-only flag of the mount at `path` and beneath it, with no new mount: a
+    /// shared mount of the host (`shared_paths`) that stays a peer of the host's.
+    WritableInPlace(PathBuf),
     /// A fresh tmpfs (nosuid, nodev) at `path` with these options.
     Tmpfs {
         /// Where.
@@ -101,7 +104,12 @@ pub fn plan(service: &Service, tmp_size: u64) -> Launch {
     let has = |ns| service.namespaces.contains(&ns);
     let mut mounts = Vec::new();
     if has(Namespace::Mount) {
-        mounts.push(MountOp::SlaveRoot);
+        // A service with shared paths keeps the host's propagation: its copies of the host's
+        // mounts are private but for the shared ones (PID 1 shares nothing else), which stay
+        // peers so that its mounts beneath them propagate out.
+        if service.shared_paths.is_empty() {
+            mounts.push(MountOp::SlaveRoot);
+        }
         if service.read_only_root {
             mounts.push(MountOp::ReadOnlyRoot);
         }
@@ -111,6 +119,13 @@ pub fn plan(service: &Service, tmp_size: u64) -> Launch {
                 .iter()
                 .cloned()
                 .map(MountOp::Writable),
+        );
+        mounts.extend(
+            service
+                .shared_paths
+                .iter()
+                .cloned()
+                .map(MountOp::WritableInPlace),
         );
         mounts.push(MountOp::Tmpfs {
             path: PathBuf::from("/tmp"),
@@ -238,6 +253,21 @@ mod tests {
                         && l.mounts.get(2) == Some(&MountOp::Writable("/run/a".into()))
                         && l.mounts.get(3) == Some(&MountOp::Writable("/var/b".into()))
                         && matches!(l.mounts.get(4), Some(MountOp::Tmpfs { .. }))
+                },
+            ),
+            (
+                "shared paths: no slave pass, writable in place after the bind mounts",
+                |s| {
+                    s.writable_paths = vec!["/var/log".into()];
+                    s.shared_paths = vec!["/var/lib/kubelet".into()];
+                },
+                |l| {
+                    l.mounts.first() == Some(&MountOp::ReadOnlyRoot)
+                        && l.mounts.get(1) == Some(&MountOp::Writable("/var/log".into()))
+                        && l.mounts.get(2)
+                            == Some(&MountOp::WritableInPlace("/var/lib/kubelet".into()))
+                        && matches!(l.mounts.get(3), Some(MountOp::Tmpfs { .. }))
+                        && !l.mounts.contains(&MountOp::SlaveRoot)
                 },
             ),
             (

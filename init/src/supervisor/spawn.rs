@@ -63,6 +63,7 @@ enum PreparedMount {
     SlaveRoot,
     ReadOnlyRoot,
     Writable(CString),
+    WritableInPlace(CString),
     Tmpfs { path: CString, data: CString },
     Proc(CString),
 }
@@ -160,6 +161,9 @@ impl<'a> Prepared<'a> {
                 MountOp::SlaveRoot => PreparedMount::SlaveRoot,
                 MountOp::ReadOnlyRoot => PreparedMount::ReadOnlyRoot,
                 MountOp::Writable(p) => PreparedMount::Writable(cstring(name, "writable path", p)?),
+                MountOp::WritableInPlace(p) => {
+                    PreparedMount::WritableInPlace(cstring(name, "shared path", p)?)
+                }
                 MountOp::Tmpfs { path, data } => PreparedMount::Tmpfs {
                     path: cstring(name, "tmpfs path", path)?,
                     data: CString::new(data.as_bytes()).map_err(|_| SupervisorError::NulByte {
@@ -383,6 +387,11 @@ fn exec_child(p: &mut Prepared<'_>, stdin: RawFd, output: RawFd) -> ! {
                     }
                     if !set_readonly(path, false) {
                         fail(p, b"make writable path writable");
+                    }
+                }
+                PreparedMount::WritableInPlace(path) => {
+                    if !set_readonly(path, false) {
+                        fail(p, b"make shared path writable");
                     }
                 }
                 PreparedMount::Tmpfs { path, data } => {

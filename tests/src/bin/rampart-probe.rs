@@ -11,6 +11,8 @@
 //! rampart-probe sleep SECS       print `RAMPART-PROBE {"sleep":{"seconds":SECS}}`, sleep; SIGTERM
 //!                                and SIGINT end it with status 0 (it may be a container's PID 1)
 //! rampart-probe status           print `RAMPART-PROBE {"status":{"CapEff":..,"Seccomp":..,..}}`
+//! rampart-probe cat PATH         print `RAMPART-PROBE {"cat":{"path":PATH,"text":..}}` (or
+//!                                `"error":..`; exits 0 either way: the text is the result)
 //! rampart-probe control-flood SOCKET N   N abusive connections to PID 1's control socket,
 //!                                then a `status`: `CTL-PROBE {"flood":{..}}` (see ctlprobe.rs)
 //! rampart-probe control-nobody SOCKET    connect as uid 65534: `CTL-PROBE {"nobody":{..}}`
@@ -85,13 +87,14 @@ fn main() {
 }
 
 /// What the probe was asked to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Mode {
     All,
     Forkbomb(u64),
     Memhog(u64),
     Sleep(u64),
     Status,
+    Cat(String),
 }
 
 impl Mode {
@@ -108,6 +111,7 @@ impl Mode {
             ["memhog", mib] => Ok(Mode::Memhog(number("memhog MIB", mib)?)),
             ["sleep", secs] => Ok(Mode::Sleep(number("sleep SECS", secs)?)),
             ["status"] => Ok(Mode::Status),
+            ["cat", path] => Ok(Mode::Cat((*path).to_owned())),
             _ => Err(format!("bad arguments: {args:?}")),
         }
     }
@@ -119,6 +123,13 @@ fn run(mode: Mode) -> i32 {
         Mode::Forkbomb(limit) => forkbomb(limit, FORKBOMB_TIME),
         Mode::Memhog(mib) => memhog(mib),
         Mode::Sleep(secs) => sleep(secs),
+        Mode::Cat(path) => emit(&tagged(
+            "cat",
+            &match std::fs::read_to_string(&path) {
+                Ok(text) => json!({ "path": path, "text": text }),
+                Err(e) => json!({ "path": path, "error": e.to_string() }),
+            },
+        )),
         Mode::Status => match std::fs::read_to_string("/proc/self/status") {
             Ok(text) => emit(&tagged("status", &status_fields(&text))),
             Err(e) => {
