@@ -21,7 +21,8 @@
 //!   allows only to a writer holding `CAP_SYS_NICE` and every capability of those processes,
 //!   that is PID 1 at boot; the root cgroup folder is mode 0555, so creating [`CGROUP`]
 //!   would need `CAP_DAC_OVERRIDE`.
-//! - **no seccomp filter** (the default profile refuses `mount`), `no_new_privs`, its own
+//! - **the seccomp filter `DefaultWithMount`** (the default deny list but `mount` and
+//!   `umount2`, which it and `rampart-mount` need), `no_new_privs`, its own
 //!   mount namespace with a read-only root, `oom_score_adj = -999` set by PID 1 (kubelet's
 //!   own default, which it cannot write itself: `/proc` is read-only in its namespace).
 //!
@@ -40,7 +41,7 @@ use toml::Spanned;
 use crate::containerd::{Containerd, SOCKET};
 use crate::operate::CONTAINERD_SERVICE;
 use crate::raw::RawSize;
-use crate::service::{Capability, Namespace, Readiness, Service};
+use crate::service::{Capability, Namespace, Readiness, SeccompProfile, Service};
 use crate::types::{Restart, ServiceName, Size, SysctlKey, SysctlValue};
 use crate::{HostConfig, ImageFile, Kernel, Validator};
 
@@ -352,8 +353,8 @@ pub fn kubelet_services(cfg: &HostConfig) -> Vec<Service> {
         .map(|(p, _)| PathBuf::from(p))
         .collect();
     s.shared_paths = SHARED_PATHS.iter().map(|(p, _)| PathBuf::from(p)).collect();
-    // The default profile refuses mount(2).
-    s.seccomp = None;
+    // The default deny list, but mount(2) and umount2(2): kubelet and rampart-mount mount.
+    s.seccomp = Some(SeccompProfile::DefaultWithMount);
     s.oom_score_adj = Some(-999);
     // `mount` and `umount` for the pod volumes come first.
     s.env.insert(
@@ -669,7 +670,8 @@ mod tests {
         assert_eq!(after, ["containerd", "prep"]);
         let caps: Vec<&str> = s.capabilities.iter().map(|c| c.name()).collect();
         assert_eq!(caps, ["CAP_SYS_ADMIN", "CAP_SYSLOG"]);
-        assert!(s.no_new_privs && s.read_only_root && s.seccomp.is_none());
+        assert!(s.no_new_privs && s.read_only_root);
+        assert_eq!(s.seccomp, Some(SeccompProfile::DefaultWithMount));
         assert_eq!(s.namespaces, [Namespace::Mount]);
         let paths: Vec<String> = s
             .writable_paths

@@ -172,11 +172,15 @@ pub enum Readiness {
     File(PathBuf),
 }
 
-/// The only seccomp profile so far.
+/// A seccomp profile (`seccomp = "default"` in the host file; the others are rampart's own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeccompProfile {
     /// A deny list: kexec, module loading, reboot, swap, mount and friends fail with `EPERM`.
     Default,
+    /// [`SeccompProfile::Default`] but `mount(2)` and `umount2(2)`, for a service that mounts
+    /// with the classic calls (kubelet and the `rampart-mount` it runs); the new mount API,
+    /// `pivot_root` and the rest stay refused.
+    DefaultWithMount,
 }
 
 /// A Landlock ruleset: only these paths are reachable (beneath them), all else is denied.

@@ -271,6 +271,8 @@ fn kubelet_tier2() {
         cap_mask(&["CAP_SYS_ADMIN", "CAP_SYSLOG"])
     );
     assert_eq!(get("kubelet_nnp"), "1");
+    // Its seccomp filter: the default deny list but mount and umount2.
+    assert_eq!(get("kubelet_seccomp"), "2");
     // PID 1's cgroup side: cpuset and hugetlb at the root, kubepods with the QoS classes.
     let root: Vec<&str> = get("cgroup_root").split_whitespace().collect();
     for c in ["cpuset", "cpu", "io", "memory", "hugetlb", "pids"] {

@@ -43,12 +43,24 @@ pub const DEFAULT_DENIED: &[(&str, libc::c_long)] = &[
     ("request_key", libc::SYS_request_key),
 ];
 
+/// The calls `DefaultWithMount` takes out of [`DEFAULT_DENIED`].
+pub const MOUNT_CALLS: &[&str] = &["mount", "umount2"];
+
+/// The calls `profile` refuses.
+pub fn denied(profile: SeccompProfile) -> Vec<(&'static str, libc::c_long)> {
+    DEFAULT_DENIED
+        .iter()
+        .filter(|(name, _)| match profile {
+            SeccompProfile::Default => true,
+            SeccompProfile::DefaultWithMount => !MOUNT_CALLS.contains(name),
+        })
+        .copied()
+        .collect()
+}
+
 /// Compiles `profile` for the running architecture.
 pub fn compile(profile: SeccompProfile) -> Result<BpfProgram, String> {
-    let denied = match profile {
-        SeccompProfile::Default => DEFAULT_DENIED,
-    };
-    let rules = denied
+    let rules = denied(profile)
         .iter()
         .map(|(_, nr)| (*nr, Vec::new()))
         .collect::<BTreeMap<_, _>>();
@@ -76,5 +88,33 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), DEFAULT_DENIED.len());
+    }
+
+    #[test]
+    fn the_mount_profile_only_lets_mount_and_umount2_through() {
+        let all: Vec<&str> = denied(SeccompProfile::Default)
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        let mount: Vec<&str> = denied(SeccompProfile::DefaultWithMount)
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        assert_eq!(all.len(), DEFAULT_DENIED.len());
+        assert_eq!(mount.len(), all.len() - 2);
+        for n in &all {
+            assert_eq!(mount.contains(n), !MOUNT_CALLS.contains(n), "{n}");
+        }
+        for n in [
+            "pivot_root",
+            "open_tree",
+            "move_mount",
+            "fsmount",
+            "mount_setattr",
+            "bpf",
+        ] {
+            assert!(mount.contains(&n), "{n}");
+        }
+        assert!(compile(SeccompProfile::DefaultWithMount).is_ok());
     }
 }
