@@ -68,6 +68,14 @@ pub enum HarnessError {
         /// Why.
         reason: String,
     },
+    /// `rampart-image build` of a host file failed.
+    #[error("rampart-image build of {config} failed:\n{output}")]
+    ImageBuild {
+        /// The host file.
+        config: PathBuf,
+        /// What the build printed.
+        output: String,
+    },
 }
 
 fn io<'a>(
@@ -472,6 +480,37 @@ pub fn write_host(dir: &Path, text: &str) -> Result<PathBuf, HarnessError> {
     let path = dir.join("host.toml");
     std::fs::write(&path, text).map_err(io("write", &path))?;
     Ok(path)
+}
+
+/// A host file written and built by [`build_host`].
+#[derive(Debug, Clone)]
+pub struct BuiltHost {
+    /// `DIR/host.toml`.
+    pub config: PathBuf,
+    /// `DIR/image`, the built image.
+    pub image: PathBuf,
+    /// How long the build took, in seconds.
+    pub secs: f64,
+}
+
+/// Writes `text` as `DIR/host.toml` and builds it into `DIR/image`; a build that fails is an
+/// error with its output.
+pub fn build_host(env: &Env, dir: &Path, text: &str) -> Result<BuiltHost, HarnessError> {
+    let config = write_host(dir, text)?;
+    let image = dir.join("image");
+    let start = Instant::now();
+    let built = build(env, &config, &image)?;
+    if !built.status.success() {
+        return Err(HarnessError::ImageBuild {
+            config,
+            output: built.combined(),
+        });
+    }
+    Ok(BuiltHost {
+        config,
+        image,
+        secs: start.elapsed().as_secs_f64(),
+    })
 }
 
 /// `rampart-image build --config CONFIG --out OUT`.

@@ -108,14 +108,9 @@ fn main_boot(test: &str) -> Option<&'static MainBoot> {
             &[(archive, PROBE_ARCHIVE_IN_IMAGE, 0o644)],
         )
         .unwrap();
-        let config = harness::write_host(&dir, &text).unwrap();
-        let image = dir.join("image");
-        let built = harness::build(env, &config, &image).unwrap();
-        assert!(
-            built.status.success(),
-            "rampart-image build failed:\n{}",
-            built.combined()
-        );
+        let image = harness::build_host(env, &dir, &text)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .image;
         let boot = ctd::boot(env, &image, "containerd").unwrap();
         MainBoot { boot }
     }))
@@ -290,10 +285,9 @@ fn containerd_benchmark() {
         ],
     )
     .unwrap();
-    let config = harness::write_host(&dir, &text).unwrap();
-    let image = dir.join("image");
-    let built = harness::build(env, &config, &image).unwrap();
-    assert!(built.status.success(), "{}", built.combined());
+    let image = harness::build_host(env, &dir, &text)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .image;
     let boot = ctd::boot(env, &image, "containerd-bench").unwrap();
     let console = boot.console();
     let r = ctd::results(&console);

@@ -84,16 +84,8 @@ fn cri_tier1() {
         ],
     )
     .unwrap();
-    let config = harness::write_host(&dir, &text).unwrap();
-    let image = dir.join("image");
-    let t = Instant::now();
-    let built = harness::build(env, &config, &image).unwrap();
-    let build_secs = t.elapsed().as_secs_f64();
-    assert!(
-        built.status.success(),
-        "rampart-image build failed:\n{}",
-        built.combined()
-    );
+    let built = harness::build_host(env, &dir, &text).unwrap_or_else(|e| panic!("{e}"));
+    let (image, build_secs) = (built.image, built.secs);
     let t = Instant::now();
     let boot = ctd::boot(env, &image, "cri").unwrap();
     let boot_secs = t.elapsed().as_secs_f64();
@@ -272,15 +264,14 @@ fn cri_pod_benchmark() {
     )
     .unwrap();
     let text = cri::with_containerd_config(&text, BENCH_CONTAINERD_CONFIG).unwrap();
-    let config = harness::write_host(&dir, &text).unwrap();
     std::fs::write(
         &bench_config,
-        cri::bench_containerd_config(&text, &config).unwrap(),
+        cri::bench_containerd_config(&text, &dir.join("host.toml")).unwrap(),
     )
     .unwrap();
-    let image = dir.join("image");
-    let built = harness::build(env, &config, &image).unwrap();
-    assert!(built.status.success(), "{}", built.combined());
+    let image = harness::build_host(env, &dir, &text)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .image;
     let boot = ctd::boot(env, &image, "cri-bench").unwrap();
     let console = boot.console();
     let r = cri::results(&console);

@@ -142,16 +142,8 @@ fn kubelet_tier2() {
         },
     )
     .unwrap();
-    let config = harness::write_host(&dir, &text).unwrap();
-    let image = dir.join("image");
-    let t = Instant::now();
-    let built = harness::build(env, &config, &image).unwrap();
-    let build_secs = t.elapsed().as_secs_f64();
-    assert!(
-        built.status.success(),
-        "rampart-image build failed:\n{}",
-        built.combined()
-    );
+    let built = harness::build_host(env, &dir, &text).unwrap_or_else(|e| panic!("{e}"));
+    let (image, build_secs) = (built.image, built.secs);
     let t = Instant::now();
     let boot = harness::boot_with(
         env,

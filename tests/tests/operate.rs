@@ -247,10 +247,9 @@ port = 9100
         collectors.tcp_port
     );
     let text = merged(&with_nic(&text), &extra);
-    let config = harness::write_host(&dir, &text).unwrap();
-    let image = dir.join("image");
-    let built = harness::build(env, &config, &image).unwrap();
-    assert!(built.status.success(), "{}", built.combined());
+    let image = harness::build_host(env, &dir, &text)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .image;
 
     let mut guest = LiveBoot::start(
         env,
@@ -433,10 +432,9 @@ fn metrics_closed_when_disabled() {
         &with_nic(&text),
         &format!("{}\n[control]\nhost_channel = true\n", network_section()),
     );
-    let config = harness::write_host(&dir, &text).unwrap();
-    let image = dir.join("image");
-    let built = harness::build(env, &config, &image).unwrap();
-    assert!(built.status.success(), "{}", built.combined());
+    let image = harness::build_host(env, &dir, &text)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .image;
     let mut guest = LiveBoot::start(
         env,
         &image,

@@ -376,6 +376,20 @@ fn test_plan(dir: &Path, s: &mut Service) -> ServicePlan {
     p
 }
 
+/// One turn of PID 1's loop for the supervisor: its fd, then signals (reap).
+fn turn(sup: &mut Supervisor, events: &Events, ready: &event::Ready) -> Result<(), String> {
+    if ready.supervisor {
+        sup.on_poll();
+    }
+    if ready.signals {
+        events.drain_signals(|_| {}).map_err(|e| e.to_string())?;
+        reap_children(|pid, status| {
+            sup.on_exit(pid, status);
+        });
+    }
+    Ok(())
+}
+
 /// PID 1's loop in miniature: signals (reap) and the supervisor's fd, until `done` or `limit`.
 fn drive(
     sup: &mut Supervisor,
@@ -391,15 +405,7 @@ fn drive(
             return Ok(());
         }
         let ready = events.wait().map_err(|e| e.to_string())?;
-        if ready.supervisor {
-            sup.on_poll();
-        }
-        if ready.signals {
-            events.drain_signals(|_| {}).map_err(|e| e.to_string())?;
-            reap_children(|pid, status| {
-                sup.on_exit(pid, status);
-            });
-        }
+        turn(sup, &events, &ready)?;
         if ready.timer {
             return if done(sup) {
                 Ok(())
@@ -731,15 +737,7 @@ fn drive_serving(
         }
         let ready = events.wait().map_err(|e| e.to_string())?;
         let _ = tick.wait();
-        if ready.supervisor {
-            sup.on_poll();
-        }
-        if ready.signals {
-            events.drain_signals(|_| {}).map_err(|e| e.to_string())?;
-            reap_children(|pid, status| {
-                sup.on_exit(pid, status);
-            });
-        }
+        turn(sup, &events, &ready)?;
         if ready.control {
             server.on_poll(sup);
         }
